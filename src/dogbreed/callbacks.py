@@ -1,0 +1,32 @@
+"""Callbacks of our own: plain `name=value` metric lines that a log regex (SageMaker's) can read."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+# The metric names every run logs; SageMaker metric definitions are generated from this list.
+METRIC_NAMES = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_top5", "test/loss", "test/acc", "test/acc_top5")
+
+
+def format_metric_lines(metrics: dict[str, float], prefix: str = "") -> str:
+    """`val/acc=0.812300` lines, one per known metric present, in METRIC_NAMES order."""
+    return "\n".join(
+        f"{prefix}{name}={float(metrics[name]):.6f}" for name in METRIC_NAMES if name in metrics
+    )
+
+
+class MetricLinePrinter(pl.Callback):
+    """Print each epoch's validation metrics and the test metrics as `name=value` lines."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after the epoch's validation, once the epoch-level train metrics are aggregated.
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+        metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items() if not k.endswith("_step")}
+        print(f"epoch={trainer.current_epoch}\n{format_metric_lines(metrics)}", flush=True)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            print(format_metric_lines(metrics), flush=True)

@@ -1,0 +1,131 @@
+"""DogBreedDataModule: train/valid/test ImageFolder splits with the weights' own preprocessing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
+from dogbreed.data.embedded import generate_dataset
+from dogbreed.data.folders import BreedImageFolder, choose_classes, inspect_layout
+from dogbreed.preprocessing import Preprocessing, preprocessing_for
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def default_num_workers() -> int:
+    """One loader process per core, leaving one core to the main process, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+class DogBreedDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        arch: str = "resnet50",
+        image_size: int = 224,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
+        min_crop_scale: float = 0.08,
+        hflip: bool = True,
+        num_classes: int | None = None,
+        images_per_class: int | None = None,
+        eval_images_per_class: int | None = None,
+        subset_seed: int = 0,
+        on_bad_image: str = "error",
+        scan_images: bool = True,
+        download: bool = False,
+        url: str = DOG_IMAGES_URL,
+        sha256: str | None = None,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"data.on_bad_image={on_bad_image} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
+        self.root = Path(root).expanduser()
+        self.preprocessing: Preprocessing = preprocessing_for(arch, image_size, min_crop_scale, hflip)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = default_num_workers() if num_workers == "auto" else int(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.subset = dict(
+            num_classes=num_classes,
+            images_per_class=images_per_class,
+            eval_images_per_class=eval_images_per_class,
+            seed=subset_seed,
+        )
+        self.on_bad_image = on_bad_image
+        self.scan_images = scan_images
+        self.download, self.url, self.sha256 = download, url, sha256
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.datasets: dict[str, BreedImageFolder] = {}
+        self.class_names: list[str] = []
+
+    def prepare_data(self) -> None:
+        """Create the data folder when asked to: the embedded synthetic set, or the dog-breed download."""
+        if self.synthetic is not None:
+            generate_dataset(self.root, **self.synthetic)
+        elif self.download:
+            download_dataset(self.root.parent, self.url, sha256=self.sha256, name=self.root.name)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return  # fit() sets up before building the model; Lightning calls setup again
+        layout = inspect_layout(self.root)
+        self.class_names = choose_classes(layout.classes, self.subset["num_classes"], self.subset["seed"])
+        prep = self.preprocessing
+        common = dict(
+            classes=self.class_names,
+            seed=self.subset["seed"],
+            skip_bad=self.on_bad_image == "skip",
+            scan=self.scan_images,
+            draft_size=prep.resize_size,
+        )
+        eval_per_class = self.subset["eval_images_per_class"] or self.subset["images_per_class"]
+        self.datasets = {
+            "train": BreedImageFolder(
+                self.root / "train", transform=prep.train_transform(),
+                images_per_class=self.subset["images_per_class"], **common,
+            ),
+            "valid": BreedImageFolder(
+                self.root / "valid", transform=prep.eval_transform(), images_per_class=eval_per_class, **common
+            ),
+            "test": BreedImageFolder(
+                self.root / "test", transform=prep.eval_transform(), images_per_class=eval_per_class, **common
+            ),
+        }
+
+    @property
+    def skipped_images(self) -> list[tuple[str, str]]:
+        return [item for ds in self.datasets.values() for item in ds.skipped]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,121 @@
+"""Per-class accuracy, the confusion matrix image and the most confused pairs, for a run or a saved model.
+
+`python -m dogbreed.evaluation MODEL_DIR SPLIT_DIR [--out DIR]` evaluates an exported model/ on any
+ImageFolder split whose class folders match the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import torch
+
+from dogbreed.export import display_name, load_model
+
+
+def write_report(confusion: torch.Tensor, class_names: list[str], out_dir: str | Path, top_pairs: int = 20) -> dict:
+    """Write per_class_accuracy.csv, confused_pairs.csv and confusion_matrix.png; return a summary.
+
+    `confusion[i, j]` counts images of true class i predicted as class j.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    confusion = confusion.detach().cpu().long()
+    support = confusion.sum(dim=1)
+    correct = confusion.diag()
+    with open(out_dir / "per_class_accuracy.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "class", "support", "correct", "accuracy"])
+        for i, name in enumerate(class_names):
+            acc = correct[i].item() / support[i].item() if support[i] else float("nan")
+            writer.writerow([i, name, support[i].item(), correct[i].item(), f"{acc:.4f}"])
+
+    off_diagonal = confusion.clone()
+    off_diagonal.fill_diagonal_(0)
+    counts, flat = off_diagonal.flatten().sort(descending=True)
+    pairs = []
+    for count, index in zip(counts.tolist(), flat.tolist(), strict=True):
+        if count == 0 or len(pairs) == top_pairs:
+            break
+        true, pred = divmod(index, len(class_names))
+        pairs.append(
+            {"true": class_names[true], "predicted": class_names[pred], "count": count,
+             "share_of_true": round(count / support[true].item(), 4)}
+        )
+    with open(out_dir / "confused_pairs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["true", "predicted", "count", "share_of_true"])
+        writer.writeheader()
+        writer.writerows(pairs)
+
+    _plot_confusion(confusion, class_names, out_dir / "confusion_matrix.png")
+    total = support.sum().item()
+    per_class = correct.float() / support.clamp(min=1).float()
+    return {
+        "accuracy": correct.sum().item() / total if total else float("nan"),
+        "mean_class_accuracy": per_class[support > 0].mean().item() if total else float("nan"),
+        "most_confused": pairs[:5],
+    }
+
+
+def _plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers or in containers
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    rows = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    side = min(30.0, max(5.0, n * 0.2))
+    fig, ax = plt.subplots(figsize=(side, side))
+    image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if n <= 60:  # more labels than that overlap into noise
+        labels = [display_name(c) for c in class_names]
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=max(4, 10 - n // 10))
+        ax.set_yticks(range(n), labels, fontsize=max(4, 10 - n // 10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix ({int(confusion.sum())} images)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate_model_dir(
+    model_dir: str | Path, split_dir: str | Path, out_dir: str | Path, batch_size: int = 64, num_workers: int = 0
+) -> dict:
+    """Run an exported model over an ImageFolder split and write the same report a training run writes."""
+    from torch.utils.data import DataLoader
+
+    from dogbreed.data.folders import BreedImageFolder
+
+    model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    dataset = BreedImageFolder(split_dir, classes=model.class_names, transform=model.transform)
+    confusion = torch.zeros(len(model.class_names), len(model.class_names), dtype=torch.long)
+    for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        predicted = model.probabilities(images).argmax(dim=1)
+        confusion += torch.bincount(
+            targets * len(model.class_names) + predicted, minlength=len(model.class_names) ** 2
+        ).reshape(confusion.shape)
+    summary = write_report(confusion, model.class_names, out_dir)
+    (Path(out_dir) / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.evaluation", description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", help="an exported model/ directory")
+    parser.add_argument("split_dir", help="an ImageFolder split, e.g. dogImages/test")
+    parser.add_argument("--out", default="evaluation", help="where the report goes (default: ./evaluation)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    summary = evaluate_model_dir(args.model_dir, args.split_dir, args.out, args.batch_size)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

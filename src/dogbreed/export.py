@@ -1,0 +1,166 @@
+"""The exported model directory (the content of SageMaker's model.tar.gz) and prediction from it.
+
+    model/
+      weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
+      model.json        architecture, head, class names and preprocessing settings
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from dogbreed.data.images import load_rgb, to_rgb
+from dogbreed.network import build_network
+from dogbreed.preprocessing import Preprocessing
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "model.json"
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be loaded; the message names the file and what is wrong."""
+
+
+def display_name(class_folder: str) -> str:
+    """'001.Affenpinscher' -> 'Affenpinscher'; 'Basset_hound' -> 'Basset hound'."""
+    head, dot, tail = class_folder.partition(".")
+    name = tail if dot and head.isdigit() else class_folder
+    return name.replace("_", " ")
+
+
+def export_model(
+    net: nn.Module,
+    out_dir: str | Path,
+    *,
+    arch: str,
+    class_names: list[str],
+    preprocessing: Preprocessing,
+    head_hidden: int | None = None,
+    dropout: float = 0.0,
+) -> Path:
+    """Write the model directory atomically: a killed export never leaves a half-written model/."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        torch.save(state, tmp / WEIGHTS_FILE)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "arch": arch,
+            "num_classes": len(class_names),
+            "head_hidden": head_hidden,
+            "dropout": dropout,
+            "class_names": list(class_names),
+            "preprocessing": preprocessing.to_dict(),
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        if out_dir.exists():
+            # Keep any extra files (e.g. code/) a later step added, replace only ours.
+            for name in (WEIGHTS_FILE, CONFIG_FILE):
+                os.replace(tmp / name, out_dir / name)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+@dataclass
+class Prediction:
+    index: int
+    class_name: str
+    label: str
+    probability: float
+
+
+class BreedModel:
+    """An exported model loaded for inference: preprocessing, network and class names together."""
+
+    def __init__(self, net: nn.Module, class_names: list[str], preprocessing: Preprocessing, arch: str):
+        self.net = net.eval()
+        self.class_names = class_names
+        self.preprocessing = preprocessing
+        self.arch = arch
+        self.transform = preprocessing.eval_transform()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> BreedModel:
+        self.net.to(device)
+        return self
+
+    def preprocess(self, images: Iterable[Image.Image | str | Path | bytes]) -> torch.Tensor:
+        tensors = []
+        for image in images:
+            if isinstance(image, bytes):
+                image = to_rgb(Image.open(io.BytesIO(image)))
+            elif not isinstance(image, Image.Image):
+                image = load_rgb(image)
+            else:
+                image = to_rgb(image)
+            tensors.append(self.transform(image))
+        return torch.stack(tensors)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return torch.softmax(self.net(batch).float(), dim=1).cpu()
+
+    def predict(self, images: Iterable[Image.Image | str | Path | bytes], topk: int = 5) -> list[list[Prediction]]:
+        """Top-k breeds for each image (PIL images, file paths or encoded bytes)."""
+        probs = self.probabilities(self.preprocess(images))
+        values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+        return [
+            [
+                Prediction(int(i), self.class_names[i], display_name(self.class_names[i]), float(p))
+                for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)
+            ]
+            for row_values, row_indices in zip(values, indices, strict=True)
+        ]
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> BreedModel:
+    """Rebuild the network from model.json and load weights.pt, refusing pickled code."""
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ModelDirError(f"{path} is missing: {model_dir} is not an exported dogbreed model directory")
+    try:
+        config = json.loads(config_path.read_text())
+        arch, class_names = config["arch"], list(config["class_names"])
+        preprocessing = Preprocessing.from_dict(config["preprocessing"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelDirError(f"{config_path} is not a valid model description: {exc!r}") from exc
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError
+        raise ModelDirError(f"{weights_path} cannot be loaded as plain tensors: {exc}") from exc
+    head_weight = [v for k, v in state.items() if k.startswith("fc.") and k.endswith("weight")]
+    if not head_weight or head_weight[-1].shape[0] != len(class_names):
+        found = head_weight[-1].shape[0] if head_weight else "no"
+        raise ModelDirError(
+            f"{weights_path} has {found} output classes but {config_path} names {len(class_names)} classes"
+        )
+    net = build_network(arch, len(class_names), None, config.get("head_hidden"), config.get("dropout", 0.0))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelDirError(f"{weights_path} does not fit the {arch} described in {config_path}: {exc}") from exc
+    net = net.to(memory_format=torch.channels_last)
+    return BreedModel(net, class_names, preprocessing, arch).to(device)

@@ -1,0 +1,113 @@
+"""BreedClassifier: the LightningModule that fine-tunes a ResNet with AdamW."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from dogbreed.network import apply_freeze, build_network, frozen_batchnorm_eval
+
+
+class BreedClassifier(pl.LightningModule):
+    """Logs train/loss, train/acc, val/loss, val/acc(_top5), test/loss, test/acc(_top5)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        arch: str = "resnet50",
+        weights: str | None = "DEFAULT",
+        head_hidden: int | None = None,
+        dropout: float = 0.0,
+        freeze: str = "head",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        eps: float = 1e-8,
+        betas: Sequence[float] = (0.9, 0.999),
+        warmup_epochs: float = 0.0,
+        scheduler: str | None = None,
+        label_smoothing: float = 0.0,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.net = build_network(arch, num_classes, weights, head_hidden, dropout)
+        apply_freeze(self.net, freeze)
+        if channels_last:
+            # NHWC convolutions are much faster on CPU (2.3x for ResNet50 eval here) and on tensor cores.
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        top5 = min(5, num_classes)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro")
+                for stage in ("train", "val", "test")
+            }
+            | {f"{stage}_acc_top5": MulticlassAccuracy(num_classes, top_k=top5) for stage in ("val", "test")}
+        )
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def on_train_epoch_start(self) -> None:
+        frozen_batchnorm_eval(self.net)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self.criterion(logits, targets)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        acc = self.metrics[f"{stage}_acc"]
+        acc(logits, targets)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        if stage != "train" and self.hparams.num_classes > 5:
+            top5 = self.metrics[f"{stage}_acc_top5"]
+            top5(logits, targets)
+            self.log(f"{stage}/acc_top5", top5, on_step=False, on_epoch=True, batch_size=len(targets))
+        if stage == "test":
+            self.test_confusion.update(logits.argmax(dim=1), targets)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.eps, betas=tuple(hp.betas)
+        )
+        if not hp.scheduler and not hp.warmup_epochs:
+            return optimizer
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = int(hp.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if hp.scheduler == "cosine":
+                progress = (step - warmup) / max(1, total - warmup)
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

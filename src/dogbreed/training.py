@@ -1,0 +1,100 @@
+"""fit(cfg): the only code that trains. train.py, tuning trials and SageMaker jobs all call it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from dogbreed.callbacks import format_metric_lines
+from dogbreed.evaluation import write_report
+from dogbreed.export import export_model
+
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
+    """Train, test, export and evaluate as `cfg` says; return the final metrics (also in metrics.json)."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("run directory: %s", run_dir.resolve())
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    log.info("preparing data <%s> from %s", cfg.data._target_, cfg.data.root)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # checks the layout and reads the class names before any model is built
+    log.info(
+        "data: %d classes, %s images",
+        datamodule.num_classes,
+        ", ".join(f"{split} {len(ds)}" for split, ds in datamodule.datasets.items()),
+    )
+
+    log.info("building model <%s> %s weights=%s", cfg.model._target_, cfg.model.arch, cfg.model.weights)
+    model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += extra_callbacks or []
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    log.info("training for up to %s epochs on %s", trainer.max_epochs, trainer.accelerator.__class__.__name__)
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
+    if trainer.interrupted:
+        log.warning("training was interrupted: test and export skipped")
+        return {}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+    metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items() if not k.endswith("_step")}
+
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    log.info("testing %s", best or "the final weights")
+    (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    metrics.update({k: float(v) for k, v in test_metrics.items()})
+
+    if cfg.get("export", True):
+        model_dir = export_model(
+            model.net,
+            Path(cfg.get("model_dir") or run_dir / "model"),
+            arch=cfg.model.arch,
+            class_names=datamodule.class_names,
+            preprocessing=datamodule.preprocessing,
+            head_hidden=cfg.model.get("head_hidden"),
+            dropout=cfg.model.get("dropout", 0.0),
+        )
+        log.info("exported model to %s", model_dir)
+
+    evaluation = write_report(model.test_confusion.compute(), datamodule.class_names, run_dir / "evaluation")
+    skipped = datamodule.skipped_images
+    if skipped:
+        (run_dir / "skipped_images.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
+        log.warning("skipped %d unreadable images, listed in %s", len(skipped), run_dir / "skipped_images.txt")
+    summary = {
+        **metrics,
+        "best_checkpoint": best,
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 2),
+        "num_classes": datamodule.num_classes,
+        "skipped_images": len(skipped),
+        "mean_class_accuracy": evaluation["mean_class_accuracy"],
+    }
+    write_json_atomic(run_dir / "metrics.json", summary)
+    print(format_metric_lines(metrics), flush=True)
+    return summary
