@@ -1,4 +1,4 @@
-"""python train.py backend=local|sagemaker [experiment=smoke] [overrides]: train, test and export a breed classifier."""
+"""python train.py backend=local|sagemaker [experiment=smoke] [overrides]: train, test, export."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ import torch
 from dogbreed.export import display_name, load_model
 
 
-def write_report(confusion: torch.Tensor, class_names: list[str], out_dir: str | Path, top_pairs: int = 20) -> dict:
+def write_report(
+    confusion: torch.Tensor, class_names: list[str], out_dir: str | Path, top_pairs: int = 20
+) -> dict:
     """Write per_class_accuracy.csv, confused_pairs.csv and confusion_matrix.png; return a summary.
 
     `confusion[i, j]` counts images of true class i predicted as class j.
@@ -42,8 +44,12 @@ def write_report(confusion: torch.Tensor, class_names: list[str], out_dir: str |
             break
         true, pred = divmod(index, len(class_names))
         pairs.append(
-            {"true": class_names[true], "predicted": class_names[pred], "count": count,
-             "share_of_true": round(count / support[true].item(), 4)}
+            {
+                "true": class_names[true],
+                "predicted": class_names[pred],
+                "count": count,
+                "share_of_true": round(count / support[true].item(), 4),
+            }
         )
     with open(out_dir / "confused_pairs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["true", "predicted", "count", "share_of_true"])
@@ -85,7 +91,11 @@ def _plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path)
 
 
 def evaluate_model_dir(
-    model_dir: str | Path, split_dir: str | Path, out_dir: str | Path, batch_size: int = 64, num_workers: int = 0
+    model_dir: str | Path,
+    split_dir: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    num_workers: int = 0,
 ) -> dict:
     """Run an exported model over an ImageFolder split and write the same report a training run writes."""
     from torch.utils.data import DataLoader
@@ -106,7 +116,9 @@ def evaluate_model_dir(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.evaluation", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dogbreed.evaluation", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model_dir", help="an exported model/ directory")
     parser.add_argument("split_dir", help="an ImageFolder split, e.g. dogImages/test")
     parser.add_argument("--out", default="evaluation", help="where the report goes (default: ./evaluation)")

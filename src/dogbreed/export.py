@@ -1,8 +1,8 @@
 """The exported model directory (the content of SageMaker's model.tar.gz) and prediction from it.
 
-    model/
-      weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
-      model.json        architecture, head, class names and preprocessing settings
+model/
+  weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
+  model.json        architecture, head, class names and preprocessing settings
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ class BreedModel:
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return torch.softmax(self.net(batch).float(), dim=1).cpu()
 
-    def predict(self, images: Iterable[Image.Image | str | Path | bytes], topk: int = 5) -> list[list[Prediction]]:
+    def predict(
+        self, images: Iterable[Image.Image | str | Path | bytes], topk: int = 5
+    ) -> list[list[Prediction]]:
         """Top-k breeds for each image (PIL images, file paths or encoded bytes)."""
         probs = self.probabilities(self.preprocess(images))
         values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
@@ -161,6 +163,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise ModelDirError(f"{weights_path} does not fit the {arch} described in {config_path}: {exc}") from exc
+        raise ModelDirError(
+            f"{weights_path} does not fit the {arch} described in {config_path}: {exc}"
+        ) from exc
     net = net.to(memory_format=torch.channels_last)
     return BreedModel(net, class_names, preprocessing, arch).to(device)

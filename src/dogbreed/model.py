@@ -66,7 +66,9 @@ class BreedClassifier(pl.LightningModule):
         logits = self(images)
         loss = self.criterion(logits, targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets)
+        )
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, targets)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))

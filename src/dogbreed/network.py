@@ -18,12 +18,17 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be fetched or read; the message names the override that avoids it."""
 
 
-def build_head(in_features: int, num_classes: int, hidden: int | None = None, dropout: float = 0.0) -> nn.Module:
+def build_head(
+    in_features: int, num_classes: int, hidden: int | None = None, dropout: float = 0.0
+) -> nn.Module:
     """One Linear layer, or (with `hidden`) Linear-ReLU-Dropout-Linear as the seed notebooks used."""
     if not hidden:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
     return nn.Sequential(
-        nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
     )
 
 
@@ -74,7 +79,8 @@ def build_network(
         missing, unexpected = net.load_state_dict(backbone, strict=False)
         if unexpected or any(not k.startswith("fc.") for k in missing):
             raise WeightsUnavailableError(
-                f"model.weights={weights} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                f"model.weights={weights} does not fit {arch}: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
     net.fc = build_head(net.fc.in_features, num_classes, head_hidden, dropout)
     return net

@@ -85,7 +85,9 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     skipped = datamodule.skipped_images
     if skipped:
         (run_dir / "skipped_images.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
-        log.warning("skipped %d unreadable images, listed in %s", len(skipped), run_dir / "skipped_images.txt")
+        log.warning(
+            "skipped %d unreadable images, listed in %s", len(skipped), run_dir / "skipped_images.txt"
+        )
     summary = {
         **metrics,
         "best_checkpoint": best,

@@ -48,7 +48,9 @@ class DogBreedDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.on_bad_image={on_bad_image} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
+            raise ValueError(
+                f"data.on_bad_image={on_bad_image} is not one of {', '.join(BAD_IMAGE_POLICIES)}"
+            )
         self.root = Path(root).expanduser()
         self.preprocessing: Preprocessing = preprocessing_for(arch, image_size, min_crop_scale, hflip)
         self.batch_size = batch_size
@@ -95,11 +97,16 @@ class DogBreedDataModule(pl.LightningDataModule):
         eval_per_class = self.subset["eval_images_per_class"] or self.subset["images_per_class"]
         self.datasets = {
             "train": BreedImageFolder(
-                self.root / "train", transform=prep.train_transform(),
-                images_per_class=self.subset["images_per_class"], **common,
+                self.root / "train",
+                transform=prep.train_transform(),
+                images_per_class=self.subset["images_per_class"],
+                **common,
             ),
             "valid": BreedImageFolder(
-                self.root / "valid", transform=prep.eval_transform(), images_per_class=eval_per_class, **common
+                self.root / "valid",
+                transform=prep.eval_transform(),
+                images_per_class=eval_per_class,
+                **common,
             ),
             "test": BreedImageFolder(
                 self.root / "test", transform=prep.eval_transform(), images_per_class=eval_per_class, **common

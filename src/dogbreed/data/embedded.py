@@ -26,7 +26,9 @@ def _draw(shape: str, hue: float, size: int, rng: random.Random) -> Image.Image:
     noise = np.random.default_rng(rng.getrandbits(32)).integers(0, 90, (size, size, 3), dtype=np.uint8)
     img = Image.fromarray(noise, "RGB")
     draw = ImageDraw.Draw(img)
-    r, g, b = colorsys.hsv_to_rgb((hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.6, 1), rng.uniform(0.7, 1))
+    r, g, b = colorsys.hsv_to_rgb(
+        (hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.6, 1), rng.uniform(0.7, 1)
+    )
     colour = (int(r * 255), int(g * 255), int(b * 255))
     half = rng.uniform(0.2, 0.35) * size
     cx, cy = rng.uniform(half, size - half), rng.uniform(half, size - half)
