@@ -1,0 +1,63 @@
+"""Shared fixtures: the real Hydra config composed from conf/, and small self-made data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from dogbreed.data.embedded import generate_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Generated data and torchvision's weight cache go to a per-session temp dir, never to ~/.cache.
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("DOGBREED_CACHE", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+
+
+def compose_config(run_dir: Path | str, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
+    """The real config from conf/, as train.py would see it, with the run landing in `run_dir`."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name, overrides=[f"run_dir={run_dir}", *overrides])
+
+
+# A tiny, fast training setup: ResNet18 from scratch at 32 px on the caller's data, no workers, no bars.
+TINY = [
+    "model=resnet18",
+    "model.weights=null",
+    "model.freeze=all",
+    "model.lr=1e-3",
+    "data.image_size=32",
+    "data.min_crop_scale=0.5",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.accelerator=cpu",
+]
+
+
+@pytest.fixture(scope="session")
+def shapes3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class ImageFolder data set with train/ valid/ test/ (not the embedded 6-class one)."""
+    root = tmp_path_factory.mktemp("data") / "shapes3"
+    return generate_dataset(
+        root, num_classes=3, images_per_class={"train": 32, "valid": 12, "test": 12}, image_size=32, seed=7
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_run(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real training run on shapes3, shared by the tests that read its outputs."""
+    from dogbreed.training import fit
+
+    run_dir = tmp_path_factory.mktemp("run")
+    fit(compose_config(run_dir, [*TINY, f"data.root={shapes3}", "trainer.max_epochs=4"]))
+    return run_dir

@@ -1,0 +1,69 @@
+"""Every config group option composes and instantiates into the real objects."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+from hydra.utils import instantiate
+
+from dogbreed.data import DogBreedDataModule
+from dogbreed.model import BreedClassifier
+from tests.conftest import CONF_DIR, compose_config
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("data", _options("data"))
+@pytest.mark.parametrize("model", _options("model"))
+def test_data_and_model_options_instantiate(tmp_path, data, model):
+    cfg = compose_config(tmp_path, [f"data={data}", f"model={model}", "model.weights=null"])
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, DogBreedDataModule)
+    assert datamodule.preprocessing.crop_size == cfg.data.image_size
+    classifier = instantiate(cfg.model, num_classes=7)
+    assert isinstance(classifier, BreedClassifier)
+    assert classifier.net.fc[-1].out_features == 7
+
+
+@pytest.mark.parametrize("trainer", [t for t in _options("trainer") if t != "gpu"])
+@pytest.mark.parametrize("logger", _options("logger"))
+@pytest.mark.parametrize("callbacks", _options("callbacks"))
+def test_trainer_logger_callbacks_instantiate(tmp_path, trainer, logger, callbacks):
+    if logger == "tensorboard":
+        pytest.importorskip("tensorboard")
+    cfg = compose_config(tmp_path, [f"trainer={trainer}", f"logger={logger}", f"callbacks={callbacks}"])
+    trainer_obj = instantiate(
+        cfg.trainer,
+        callbacks=[instantiate(c) for c in cfg.callbacks.values()],
+        logger=[instantiate(lg) for lg in cfg.logger.values()],
+    )
+    assert isinstance(trainer_obj, pl.Trainer)
+    assert trainer_obj.checkpoint_callback.dirpath == str(tmp_path / "checkpoints")
+
+
+def test_gpu_trainer_config_asks_for_bf16_on_gpu(tmp_path):
+    cfg = compose_config(tmp_path, ["trainer=gpu"])
+    assert cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "bf16-mixed"
+
+
+def test_smoke_experiment_is_an_offline_subset_recipe(tmp_path):
+    cfg = compose_config(tmp_path, ["experiment=smoke"])
+    assert cfg.model.arch == "resnet18" and cfg.model.weights is None
+    assert cfg.data.synthetic is not None, "smoke must need no download"
+    assert cfg.data.num_classes and cfg.data.images_per_class
+    # The same recipe on a user's own data: the data group can still be swapped on the command line.
+    real = compose_config(tmp_path, ["experiment=smoke", "data=dogimages", "data.root=/somewhere"])
+    assert real.data.synthetic is None and real.data.root == "/somewhere"
+    assert real.data.num_classes == cfg.data.num_classes
+
+
+def test_default_config_is_resnet50_with_imagenet_weights_and_adamw_settings(tmp_path):
+    cfg = compose_config(tmp_path)
+    assert cfg.backend.name == "local"
+    assert cfg.model.arch == "resnet50" and cfg.model.weights == "DEFAULT"
+    assert cfg.trainer.accelerator == "auto"
+    assert cfg.data.root.endswith("dogImages")
+    assert {"lr", "weight_decay", "eps", "betas"} <= set(cfg.model)

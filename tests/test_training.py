@@ -1,0 +1,100 @@
+"""End to end: train.py as a user runs it, fit() on unseen data, resume from a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import math
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreed.callbacks import METRIC_NAMES
+from dogbreed.training import fit
+from tests.conftest import ROOT, TINY, compose_config
+
+METRIC_LINE = re.compile(r"^(?P<name>(?:train|val|test)/\w+)=(?P<value>[0-9.]+)$", re.M)
+
+
+@pytest.mark.slow
+def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [
+            sys.executable, "train.py", "experiment=smoke", f"hydra.run.dir={run_dir}",
+            "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.images_per_class=16",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for name in ("val/loss", "val/acc", "test/loss", "test/acc"):
+        assert math.isfinite(metrics[name]) and metrics[name] >= 0, name
+    printed = {m["name"]: float(m["value"]) for m in METRIC_LINE.finditer(result.stdout)}
+    assert set(printed) <= set(METRIC_NAMES)
+    assert printed["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert result.stdout.count("val/acc=") >= 3  # each epoch, then the final summary
+
+    assert (run_dir / "model" / "weights.pt").is_file() and (run_dir / "model" / "model.json").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config.yaml").read_text().count("resnet18") >= 1
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file()
+    with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
+        assert any(row.get("val/acc") for row in csv.DictReader(f))
+    for name in ("per_class_accuracy.csv", "confused_pairs.csv", "confusion_matrix.png"):
+        assert (run_dir / "evaluation" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_fit_learns_an_unseen_dataset_with_another_class_count(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["num_classes"] == 3
+    assert metrics["test/acc"] >= 0.75, metrics  # chance is 0.33
+    with open(trained_run / "evaluation" / "per_class_accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == metrics_classes(trained_run)
+    assert sum(int(r["support"]) for r in rows) == 36
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_continues_the_run(shapes3, tmp_path):
+    overrides = [*TINY, f"data.root={shapes3}", "data.images_per_class=8"]
+    first = fit(compose_config(tmp_path, [*overrides, "trainer.max_epochs=1"]))
+    assert first["epochs"] == 1
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+
+    resumed = fit(compose_config(tmp_path, [*overrides, "trainer.max_epochs=3", "ckpt_path=last"]))
+    assert resumed["epochs"] == 3
+    logged = {}
+    for version in ("version_0", "version_1"):
+        with open(tmp_path / "logs" / version / "metrics.csv") as f:
+            logged[version] = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/loss")})
+    assert logged == {"version_0": [0], "version_1": [1, 2]}, "each attempt keeps its own log"
+
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] == 3 * 2  # 24 train images / batch 16 = 2 steps
+
+
+def test_missing_data_folder_fails_before_training_with_the_fixes(tmp_path):
+    cfg = compose_config(tmp_path, [*TINY, f"data.root={tmp_path / 'nowhere'}"])
+    with pytest.raises(ValueError, match=r"nowhere does not exist.*data.download=true.*experiment=smoke"):
+        fit(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def metrics_classes(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / "model" / "model.json").read_text())["class_names"]
+
+
+def test_dataset_path_in_run_is_the_one_given(trained_run, shapes3):
+    config = (Path(trained_run) / "config.yaml").read_text()
+    assert str(shapes3) in config
