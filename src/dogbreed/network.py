@@ -76,7 +76,13 @@ def build_network(
     if state is not None:
         # A checkpoint of our own exported model carries a different head: keep only the backbone.
         backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(backbone, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(backbone, strict=False)
+        except RuntimeError as exc:  # shape mismatches: another architecture's weights
+            first = str(exc).splitlines()[1:2] or [str(exc)]
+            raise WeightsUnavailableError(
+                f"model.weights={weights} does not fit {arch}: {first[0].strip()}"
+            ) from exc
         if unexpected or any(not k.startswith("fc.") for k in missing):
             raise WeightsUnavailableError(
                 f"model.weights={weights} does not fit {arch}: "

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 
 def _draw(shape: str, hue: float, size: int, rng: random.Random) -> Image.Image:
     noise = np.random.default_rng(rng.getrandbits(32)).integers(0, 90, (size, size, 3), dtype=np.uint8)
-    img = Image.fromarray(noise, "RGB")
+    img = Image.fromarray(noise)
     draw = ImageDraw.Draw(img)
     r, g, b = colorsys.hsv_to_rgb(
         (hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(0.6, 1), rng.uniform(0.7, 1)

@@ -19,7 +19,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         # 16-bit and 32-bit grayscale: a plain convert("RGB") clips everything above 255 to white.
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):

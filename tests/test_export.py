@@ -1,0 +1,60 @@
+"""The exported model/: loads with weights_only, predicts what the trainer measured, refuses bad dirs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from dogbreed.evaluation import evaluate_model_dir
+from dogbreed.export import ModelDirError, display_name, load_model
+
+
+def test_model_dir_reproduces_the_test_accuracy_of_the_run(trained_run, shapes3):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    summary = evaluate_model_dir(trained_run / "model", shapes3 / "test", trained_run / "re-eval")
+    assert summary["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    before = (trained_run / "evaluation" / "per_class_accuracy.csv").read_text()
+    assert (trained_run / "re-eval" / "per_class_accuracy.csv").read_text() == before
+
+
+def test_predict_accepts_paths_pil_images_and_bytes_alike(trained_run, shapes3):
+    model = load_model(trained_run / "model")
+    path = sorted((shapes3 / "test").rglob("*.jpg"))[0]
+    by_path, by_pil, by_bytes = model.predict([path, Image.open(path), path.read_bytes()], topk=2)
+    assert by_path[0].index == by_pil[0].index == by_bytes[0].index
+    assert by_path[0].probability == pytest.approx(by_bytes[0].probability, abs=1e-6)
+    assert len(by_path) == 2 and by_path[0].probability >= by_path[1].probability
+    assert by_path[0].class_name in model.class_names
+    assert by_path[0].label == display_name(by_path[0].class_name)
+    assert torch.load(trained_run / "model" / "weights.pt", weights_only=True)  # plain tensors only
+
+
+def test_display_names():
+    assert display_name("001.Affenpinscher") == "Affenpinscher"
+    assert display_name("042.Basset_hound") == "Basset hound"
+    assert display_name("plain") == "plain"
+
+
+def test_bad_model_dirs_are_refused_with_the_file_named(trained_run, tmp_path):
+    broken = tmp_path / "model"
+    shutil.copytree(trained_run / "model", broken)
+    config = json.loads((broken / "model.json").read_text())
+    config["class_names"] = config["class_names"] + ["999.Extra"]
+    (broken / "model.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match=r"3 output classes but .*model\.json names 4 classes"):
+        load_model(broken)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    torch.save({"fc.weight": Payload()}, broken / "weights.pt")
+    with pytest.raises(ModelDirError, match=r"weights\.pt cannot be loaded as plain tensors"):
+        load_model(broken)
+    (broken / "weights.pt").unlink()
+    with pytest.raises(ModelDirError, match=r"weights\.pt is missing"):
+        load_model(broken)
