@@ -292,3 +292,27 @@ def test_python_dash_m(
         runpy.run_module("dogbreed.data", run_name="__main__")
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "dogImages")
+
+
+def test_training_config_download_true_fetches_then_trains_on_it(server: ServerState, tmp_path: Path) -> None:
+    # A real (tiny) image data set zipped and served; data.download=true in the composed config fetches it.
+    from hydra.utils import instantiate
+
+    from dogbreed.data.embedded import generate_dataset
+    from tests.conftest import compose_config
+
+    source = generate_dataset(
+        tmp_path / "src", num_classes=2, images_per_class={"train": 2, "valid": 1, "test": 1}, image_size=32
+    )
+    files = {str(p.relative_to(source)): p.read_bytes() for p in source.rglob("*.jpg")}
+    server.files["/dogImages.zip"] = make_zip(files)
+    root = tmp_path / "data" / "dogImages"
+    cfg = compose_config(
+        tmp_path / "run",
+        ["data.download=true", f"data.url={server.url()}", f"data.root={root}", "model=resnet18"],
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert datamodule.class_names == sorted(p.name for p in (source / "train").iterdir())
+    assert len(datamodule.datasets["train"]) == 4

@@ -98,3 +98,33 @@ def metrics_classes(run_dir: Path) -> list[str]:
 def test_dataset_path_in_run_is_the_one_given(trained_run, shapes3):
     config = (Path(trained_run) / "config.yaml").read_text()
     assert str(shapes3) in config
+
+
+def test_warmup_then_cosine_learning_rate(shapes3, tmp_path):
+    import lightning.pytorch as pl
+
+    class RecordLearningRate(pl.Callback):
+        def __init__(self) -> None:
+            self.rates: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    recorder = RecordLearningRate()
+    overrides = [*TINY, f"data.root={shapes3}", "data.images_per_class=16", "trainer.max_epochs=4"]
+    overrides += ["model.lr=0.01", "model.scheduler=cosine", "model.warmup_epochs=1", "export=false"]
+    fit(compose_config(tmp_path, overrides), extra_callbacks=[recorder])
+    rates = recorder.rates  # 48 images / batch 16 = 3 steps an epoch, 12 in all, 3 of warm-up
+    assert len(rates) == 12
+    assert rates[:3] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])
+    assert rates[3] == pytest.approx(0.01) and rates[-1] < 0.001
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:], strict=False)), "cosine decays monotonically"
+
+
+def test_unknown_scheduler_is_named(tmp_path):
+    cfg = compose_config(tmp_path, [*TINY, "model.scheduler=linear"])
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    with pytest.raises(InstantiationException, match="model.scheduler=linear is not one of"):
+        instantiate(cfg.model, num_classes=3)

@@ -12,6 +12,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from dogbreed.network import apply_freeze, build_network, frozen_batchnorm_eval
 
+SCHEDULERS = (None, "constant", "cosine")
+
 
 class BreedClassifier(pl.LightningModule):
     """Logs train/loss, train/acc, val/loss, val/acc(_top5), test/loss, test/acc(_top5)."""
@@ -35,6 +37,8 @@ class BreedClassifier(pl.LightningModule):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"model.scheduler={scheduler} is not one of {', '.join(map(str, SCHEDULERS))}")
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.net = build_network(arch, num_classes, weights, head_hidden, dropout)
