@@ -63,7 +63,9 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items() if not k.endswith("_step")}
 
-    checkpoint = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next(
+        (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
+    )
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     log.info("testing %s", best or "the final weights")
     (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
