@@ -128,3 +128,23 @@ def test_unknown_scheduler_is_named(tmp_path):
 
     with pytest.raises(InstantiationException, match="model.scheduler=linear is not one of"):
         instantiate(cfg.model, num_classes=3)
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes_keeps_one_run_directory(shapes3, tmp_path):
+    runs = tmp_path / "runs"
+    run_dir = runs / "ddp-run"
+    result = subprocess.run(
+        [
+            sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            f"hydra.run.dir={run_dir}", f"data.root={shapes3}", *TINY, "data.images_per_class=8",
+            "trainer.max_epochs=1",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert [p.name for p in runs.iterdir()] == ["ddp-run"], "child processes must not create run dirs"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and (run_dir / "model" / "weights.pt").is_file()
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
+    assert "All distributed processes registered. Starting with 2 processes" in result.stdout + result.stderr

@@ -96,6 +96,10 @@ class BreedClassifier(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
 
+    def on_test_epoch_end(self) -> None:
+        # compute() gathers across DDP processes, so every process must call it, here, inside the loop.
+        self.last_test_confusion = self.test_confusion.compute().cpu()
+
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.net.parameters() if p.requires_grad]

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.callbacks import format_metric_lines
@@ -30,7 +31,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     """Train, test, export and evaluate as `cfg` says; return the final metrics (also in metrics.json)."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run directory: %s", run_dir.resolve())
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -71,6 +73,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics.update({k: float(v) for k, v in test_metrics.items()})
 
+    if not trainer.is_global_zero:
+        return metrics  # one process writes the model and the reports
     if cfg.get("export", True):
         model_dir = export_model(
             model.net,
@@ -83,7 +87,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         )
         log.info("exported model to %s", model_dir)
 
-    evaluation = write_report(model.test_confusion.compute(), datamodule.class_names, run_dir / "evaluation")
+    evaluation = write_report(model.last_test_confusion, datamodule.class_names, run_dir / "evaluation")
     skipped = datamodule.skipped_images
     if skipped:
         (run_dir / "skipped_images.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
