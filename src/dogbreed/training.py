@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -36,6 +37,10 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     log.info("run directory: %s", run_dir.resolve())
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        # Fixed input sizes: let cuDNN pick the fastest kernels; TF32 matmuls on Ampere and newer.
+        torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", True))
+        torch.set_float32_matmul_precision("high")
 
     log.info("preparing data <%s> from %s", cfg.data._target_, cfg.data.root)
     datamodule = instantiate(cfg.data)
