@@ -55,6 +55,7 @@ def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
 def test_fit_learns_an_unseen_dataset_with_another_class_count(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["num_classes"] == 3
+    assert metrics["monitor"] == "val/loss" and metrics["best_score"] <= metrics["val/loss"] + 1e-6
     assert metrics["test/acc"] >= 0.75, metrics  # chance is 0.33
     with open(trained_run / "evaluation" / "per_class_accuracy.csv") as f:
         rows = list(csv.DictReader(f))

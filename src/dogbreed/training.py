@@ -102,6 +102,9 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     summary = {
         **metrics,
         "best_checkpoint": best,
+        # The monitored value (val/loss by default) of the best epoch: the one tested and exported.
+        "best_score": float(checkpoint.best_model_score) if checkpoint and best else None,
+        "monitor": checkpoint.monitor if checkpoint else None,
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "num_classes": datamodule.num_classes,
