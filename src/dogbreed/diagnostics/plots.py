@@ -60,3 +60,42 @@ def plot_debugger(history: TensorHistory, out_dir: Path) -> list[Path]:
             stem = "grad_norms" if index == 1 else "weight_norms"
             paths.append(_save(fig, out_dir / f"{stem}.png"))
     return paths
+
+
+def plot_profiler(samples: list, steps: list, t0: float, out_dir: Path) -> list[Path]:
+    """System utilisation over time (CPU per core, memory, I/O wait, GPU) and step times split into
+    data wait and compute."""
+    paths = []
+    if samples:
+        times = [s.time - t0 for s in samples]
+        has_gpu = any(s.gpu_util_percent is not None for s in samples)
+        fig, axes = plt.subplots(3 if has_gpu else 2, 1, figsize=(10, 8 if has_gpu else 6), sharex=True)
+        cores = list(zip(*[s.cpu_per_core for s in samples], strict=False))
+        for i, core in enumerate(cores):
+            axes[0].plot(times, core, lw=0.7, alpha=0.6, label=f"cpu{i}" if len(cores) <= 16 else None)
+        axes[0].plot(times, [s.cpu_percent for s in samples], "k-", lw=1.5, label="mean")
+        axes[0].set(ylabel="CPU %", ylim=(0, 105), title="CPU utilisation per core")
+        axes[0].legend(fontsize=6, ncol=4, loc="lower right")
+        axes[1].plot(times, [s.memory_percent for s in samples], label="memory %")
+        axes[1].plot(times, [s.iowait_percent for s in samples], label="I/O wait %")
+        disk = [s.disk_read_mb_s + s.disk_write_mb_s for s in samples]
+        axes[1].plot(times, disk, label="disk MB/s")
+        axes[1].set(ylabel="% or MB/s", title="Memory, I/O wait, disk throughput")
+        axes[1].legend(fontsize=7)
+        if has_gpu:
+            axes[2].plot(times, [s.gpu_util_percent or 0 for s in samples], label="GPU util %")
+            axes[2].plot(times, [s.gpu_memory_percent or 0 for s in samples], label="GPU memory %")
+            axes[2].set(ylabel="%", ylim=(0, 105), title="GPU")
+            axes[2].legend(fontsize=7)
+        axes[-1].set_xlabel("seconds since fit start")
+        paths.append(_save(fig, out_dir / "system_utilisation.png"))
+    if steps:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        index = [s.step for s in steps]
+        ax.bar(index, [s.compute_s for s in steps], width=1.0, label="compute")
+        ax.bar(index, [s.data_wait_s for s in steps], width=1.0, bottom=[s.compute_s for s in steps],
+               label="data wait")  # fmt: skip
+        ax.set(xlabel="step", ylabel="seconds", title="Step time: compute and data wait")
+        ax.legend()
+        paths.append(_save(fig, out_dir / "step_times.png"))
+    return paths
