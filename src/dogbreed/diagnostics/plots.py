@@ -51,7 +51,7 @@ def plot_debugger(history: TensorHistory, out_dir: Path) -> list[Path]:
         for index, title in ((1, "Gradient norm per layer"), (2, "Weight norm per layer")):
             fig, ax = plt.subplots(figsize=(10, 5))
             for name in largest:
-                ax.plot(series[name][0], series[name][index], lw=1, label=name)
+                ax.plot(series[name][0], series[name][index], ".-", lw=1, ms=3, label=name)
             ax.set_yscale("symlog", linthresh=1e-8)
             ax.set(
                 xlabel="step", ylabel="L2 norm", title=f"{title} (largest {len(largest)} of {len(series)})"

@@ -136,6 +136,13 @@ def _bottleneck(
         idle = [s for s in samples if s.gpu_util_percent < spec["gpu_threshold"]]
         idle_means = f"GPU utilisation < {spec['gpu_threshold']}%"
     else:
+        # Without a GPU only the training period can tell waiting from computing.
+        if data.steps:
+            first, last = data.steps[0], data.steps[-1]
+            begin, end = first.start - first.data_wait_s, last.start + last.compute_s + data.interval_s
+            samples = [s for s in samples if begin <= s.time <= end]
+        if not samples:
+            return "no system samples taken during training steps"
         idle = [s for s in samples if data.waiting_fraction(s.time) > 0.5]
         idle_means = "the training loop waiting for data (no GPU)"
     bottlenecks = sum(busy(s) for s in idle)

@@ -17,6 +17,8 @@ from dogbreed.diagnostics.outcomes import ISSUES, NO_ISSUES, NOT_EVALUATED
 SECTIONS = (("debug", "Debugger: tensors and training rules"), ("profile", "Profiler: system and step rules"))
 REPORT_NAME = "diagnostics_report.html"
 SUMMARY_NAME = "rule_summary.json"
+# Plots in reading order; others follow alphabetically.
+PLOT_ORDER = ("loss", "grad_norms", "weight_norms", "step_times", "system_utilisation")
 STATUS_COLOURS = {ISSUES: "#c62828", NO_ISSUES: "#2e7d32", NOT_EVALUATED: "#757575"}
 
 STYLE = """
@@ -65,7 +67,11 @@ def _outcome_rows(outcomes: list[dict]) -> str:
 
 def _embedded_plots(plot_dir: Path) -> str:
     parts = []
-    for png in sorted(plot_dir.glob("*.png")):
+
+    def order(png: Path) -> tuple[int, str]:
+        return (PLOT_ORDER.index(png.stem) if png.stem in PLOT_ORDER else len(PLOT_ORDER), png.stem)
+
+    for png in sorted(plot_dir.glob("*.png"), key=order):
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         parts.append(f"<h3>{html.escape(png.stem.replace('_', ' '))}</h3>")
         parts.append(f"<img alt='{html.escape(png.stem)}' src='data:image/png;base64,{data}'>")
