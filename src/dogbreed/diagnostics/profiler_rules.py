@@ -136,9 +136,10 @@ def _bottleneck(
         idle = [s for s in samples if s.gpu_util_percent < spec["gpu_threshold"]]
         idle_means = f"GPU utilisation < {spec['gpu_threshold']}%"
     else:
-        # Without a GPU only the training period can tell waiting from computing.
+        # Without a GPU only the training period can tell waiting from computing; its first step is
+        # start-up (allocations, loader workers starting), as SageMaker's patience skips.
         if data.steps:
-            first, last = data.steps[0], data.steps[-1]
+            first, last = data.steps[1 if len(data.steps) > 1 else 0], data.steps[-1]
             begin, end = first.start - first.data_wait_s, last.start + last.compute_s + data.interval_s
             samples = [s for s in samples if begin <= s.time <= end]
         if not samples:
