@@ -42,6 +42,14 @@ class ZeroHead(pl.Callback):
             head.bias.zero_()
 
 
+class BlownUpStem(pl.Callback):
+    """A badly initialised stem: its BatchNorm scale 100x too large, the first ReLU's inputs too wide."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        with torch.no_grad():
+            pl_module.net.bn1.weight.mul_(100.0)
+
+
 def test_rules_config_carries_sagemakers_names_and_defaults():
     cfg = compose_config("/tmp/unused", [])
     for kind, defaults in (("debugger", DEBUGGER_RULE_DEFAULTS), ("profiler", PROFILER_RULE_DEFAULTS)):
@@ -177,3 +185,12 @@ def test_training_on_a_tiny_subset_overfits_and_overtrains(shapes3, tmp_path):
     assert overfit["status"] == "IssuesFound", overfit
     assert overfit["numbers"]["ratio"] > 0.1
     assert overtraining["status"] == "IssuesFound", overtraining
+
+
+@pytest.mark.slow
+def test_badly_scaled_initial_weights_are_poor_initialization(shapes3, tmp_path):
+    result = run(tmp_path, shapes3, ["trainer.max_epochs=1", "data.images_per_class=4"], [BlownUpStem()])
+    poor = result["rules"]["PoorWeightInitialization"]
+    assert poor["status"] == "IssuesFound" and poor["step"] == 0, poor
+    assert poor["numbers"]["variance_ratio"] > 1000
+    assert poor["numbers"]["max_relu_input_variance"] > 1000

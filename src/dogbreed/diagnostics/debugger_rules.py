@@ -159,8 +159,9 @@ def check_overtraining(spec: RuleSpec, history: TensorHistory) -> Finding | None
 def check_poor_weight_initialization(spec: RuleSpec, history: TensorHistory) -> Finding | None:
     steps = int(spec["steps"])
     losses = [(s, v) for s, _, v in history.train_losses if s < steps]
-    if len(losses) < min(steps, int(spec["patience"]) + 1):
+    if not losses:
         return None
+    # Activation variances and gradient spreads can tell from the first step; the loss needs patience.
     pattern = re.compile(str(spec["activation_inputs_regex"]))
     variances = {
         name: sum(v) / len(v)
@@ -190,6 +191,8 @@ def check_poor_weight_initialization(spec: RuleSpec, history: TensorHistory) -> 
                 f"{spec['distribution_range']:g}: every layer's gradient distribution is too narrow"
             )
             return Finding(True, message, 0, numbers)
+    if len(losses) < min(steps, int(spec["patience"]) + 1):
+        return None
     stalled = _stalled(losses, int(spec["patience"]), 0.0)
     if stalled:
         step, best, points = stalled
