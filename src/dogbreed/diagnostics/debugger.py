@@ -54,6 +54,10 @@ class TensorDebugger(pl.Callback):
         self._epoch_start_index = 0
         self._val_start_index = 0
         self._finished = False
+        self._writes = True  # only rank zero writes files under DDP
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._writes = trainer.is_global_zero
 
     # ---- collection -------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -123,7 +127,8 @@ class TensorDebugger(pl.Callback):
             mean = sum(v for _, _, v in epoch) / len(epoch)
             self.history.epoch_train_losses.append((epoch[-1][0], trainer.current_epoch, mean))
         self._evaluate(trainer)
-        self.history.write_csv(self.out_dir)
+        if self._writes:
+            self.history.write_csv(self.out_dir)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.val_loss_key not in trainer.callback_metrics:
@@ -173,6 +178,8 @@ class TensorDebugger(pl.Callback):
         self._hooks = []
         self._flush()
         self._evaluate(trainer)
+        if not self._writes:
+            return
         self.history.write_csv(self.out_dir)
         outcomes = [o.to_dict() for o in self.outcomes()]
         (self.out_dir / "rule_outcomes.json").write_text(json.dumps(outcomes, indent=2, default=str))

@@ -71,6 +71,10 @@ class TrainingProfiler(pl.Callback):
         self._start = 0.0
         self._trace: torch.profiler.profile | None = None
         self._finished = False
+        self._writes = True  # only rank zero writes files under DDP
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._writes = trainer.is_global_zero
 
     # ---- timing -----------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -198,6 +202,8 @@ class TrainingProfiler(pl.Callback):
         self._stop_trace()
         self.monitor.stop()
         self._evaluate(trainer)
+        if not self._writes:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.monitor.write_csv(self.out_dir / "system.csv", self._t0)
         with open(self.out_dir / "steps.csv", "w", newline="") as f:
