@@ -33,7 +33,7 @@ class TensorDebugger(pl.Callback):
         self,
         out_dir: str | Path,
         rules: Mapping[str, Any] | None = None,
-        save_interval: int = 10,
+        save_interval: int = 50,
         val_loss_key: str = "val/loss",
         plots: bool = True,
         report: bool = True,

@@ -75,31 +75,29 @@ class TensorHistory:
 
 @torch.no_grad()
 def layer_statistics(named_params: list[tuple[str, torch.nn.Parameter]], step: int) -> list[dict]:
-    """Gradient and weight statistics of each parameter that has a gradient, with one device sync."""
-    names, stats = [], []
-    for name, p in named_params:
-        if p.grad is None:
-            continue
-        g, w = p.grad.detach().float(), p.detach().float()
-        stats.append(
-            torch.stack(
-                [
-                    torch.linalg.vector_norm(g),
-                    g.abs().mean(),
-                    g.abs().max(),
-                    torch.linalg.vector_norm(w),
-                    w.mean(),
-                    w.std() if w.numel() > 1 else torch.zeros((), device=w.device),
-                ]
-            )
-        )
-        names.append(name)
-    if not stats:
+    """Gradient and weight statistics of each parameter that has a gradient, with one device sync.
+
+    L2 norms go through torch._foreach_norm (what clip_grad_norm_ uses): one fused pass over all tensors.
+    The element-wise statistics of gradients are the expensive part on CPU (~0.2 s for a ResNet18 here),
+    hence the default save_interval of 50 steps."""
+    named = [(name, p) for name, p in named_params if p.grad is not None]
+    if not named:
         return []
-    values = torch.stack(stats).cpu().tolist()
+    grads = [p.grad.detach().float() for _, p in named]
+    weights = [p.detach().float() for _, p in named]
+    zero = torch.zeros((), device=grads[0].device)
+    columns = [
+        torch.stack(torch._foreach_norm(grads, 2)),
+        torch.stack([g.abs().mean() for g in grads]),
+        torch.stack([g.abs().amax() for g in grads]),
+        torch.stack(torch._foreach_norm(weights, 2)),
+        torch.stack([w.mean() for w in weights]),
+        torch.stack([w.std() if w.numel() > 1 else zero for w in weights]),
+    ]
+    values = torch.stack(columns, dim=1).cpu().tolist()
     return [
         dict(zip(LAYER_FIELDS, (step, name, *row), strict=True))
-        for name, row in zip(names, values, strict=True)
+        for (name, _), row in zip(named, values, strict=True)
     ]
 
 
