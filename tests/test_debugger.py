@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_RULE_DEFAULTS
-from dogbreed.diagnostics.outcomes import LOCAL_KEYS
+from dogbreed.diagnostics.outcomes import LOCAL_KEYS, sagemaker_rule_parameters
 from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
 from dogbreed.training import fit
 from tests.conftest import TINY, compose_config
@@ -60,6 +60,12 @@ def test_rules_config_carries_sagemakers_names_and_defaults():
             assert parameters == defaults[name], name
             assert settings["action"] in ("log", "stop")
     assert cfg.rules.debugger.VanishingGradient.threshold == pytest.approx(1e-7)
+    # What a SageMaker launch passes as rule_parameters: strings, without our action/local keys
+    sagemaker = sagemaker_rule_parameters(cfg.rules.debugger)
+    assert sagemaker["VanishingGradient"] == {"threshold": "1e-07"}
+    assert sagemaker["ExplodingTensor"] == {"only_nan": "false"}
+    assert "mode" not in sagemaker["LossNotDecreasing"]
+    assert "local" not in sagemaker_rule_parameters(cfg.rules.profiler)["Dataloader"]
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,16 @@ def act_on_issue(trainer: Any, spec: RuleSpec, finding: Finding) -> None:
     if spec.action == "stop" and trainer is not None:
         log.warning("rule %s: action=stop, stopping training", spec.name)
         trainer.should_stop = True
+
+
+def sagemaker_rule_parameters(node: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """Each rule's SageMaker parameters from a rules node (conf/rules/*.yaml, debugger or profiler part),
+    our own keys removed and values as the strings `Rule.sagemaker(..., rule_parameters=...)` takes,
+    so a SageMaker launch configures the same rules with the same thresholds as local runs."""
+    out: dict[str, dict[str, str]] = {}
+    for name, settings in (node or {}).items():
+        if settings is None:
+            continue
+        params = {k: v for k, v in dict(settings).items() if k not in LOCAL_KEYS and v is not None}
+        out[name] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+    return out
