@@ -1,0 +1,130 @@
+"""Rule outcomes as SageMaker reports them, and the rule settings read from conf/rules/*.yaml."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NO_ISSUES = "NoIssuesFound"
+ISSUES = "IssuesFound"
+NOT_EVALUATED = "NotEvaluated"
+ACTIONS = ("log", "stop")
+# Keys of a rule's node that are ours, not SageMaker rule parameters.
+LOCAL_KEYS = ("action", "local")
+
+
+@dataclass
+class Finding:
+    """What a rule check saw: an issue (with the step and numbers that triggered it) or a clean pass."""
+
+    issue: bool
+    message: str
+    step: int | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RuleOutcome:
+    rule: str
+    kind: str  # "debugger" or "profiler"
+    status: str  # NoIssuesFound, IssuesFound or NotEvaluated
+    message: str
+    step: int | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    action: str = "log"
+    recommendation: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RuleSpec:
+    """One configured rule: its SageMaker parameters, our action, and local-only settings."""
+
+    name: str
+    parameters: dict[str, Any]
+    action: str = "log"
+    local: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.parameters[key]
+
+
+def parse_rule_specs(
+    node: Mapping[str, Any] | None, known: Mapping[str, Mapping[str, Any]], where: str
+) -> dict[str, RuleSpec]:
+    """Validate `node` (rule name -> settings) against `known` (rule name -> default parameters).
+
+    Missing parameters take the defaults; unknown rule names, parameters or actions are errors naming
+    the config key at fault (`where` is that node's path, e.g. rules.debugger).
+    """
+    specs: dict[str, RuleSpec] = {}
+    for name, settings in (node or {}).items():
+        if settings is None:
+            continue  # `rules.debugger.Overfit=null` switches a rule off
+        if name not in known:
+            raise ValueError(f"{where}.{name}: unknown rule; known rules: {', '.join(known)}")
+        settings = dict(settings)
+        action = str(settings.pop("action", "log"))
+        if action not in ACTIONS:
+            raise ValueError(f"{where}.{name}.action={action} is not one of {', '.join(ACTIONS)}")
+        local = dict(settings.pop("local", None) or {})
+        unknown = sorted(set(settings) - set(known[name]))
+        if unknown:
+            raise ValueError(
+                f"{where}.{name}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known[name])}"
+            )
+        specs[name] = RuleSpec(name, {**known[name], **settings}, action, local)
+    return specs
+
+
+def outcome_from(spec: RuleSpec, kind: str, finding: Finding | None, recommendation: str) -> RuleOutcome:
+    """The outcome of a rule given its first issue, or its latest clean check, or nothing (not evaluated)."""
+    if finding is None:
+        status, message = NOT_EVALUATED, "not enough data to evaluate this rule"
+    else:
+        status, message = (ISSUES if finding.issue else NO_ISSUES), finding.message
+    return RuleOutcome(
+        rule=spec.name,
+        kind=kind,
+        status=status,
+        message=message,
+        step=finding.step if finding else None,
+        numbers=dict(finding.numbers) if finding else {},
+        parameters=dict(spec.parameters),
+        action=spec.action,
+        recommendation=recommendation if status == ISSUES else "",
+    )
+
+
+def not_evaluated(spec: RuleSpec, kind: str, reason: str) -> RuleOutcome:
+    return RuleOutcome(
+        spec.name, kind, NOT_EVALUATED, reason, parameters=dict(spec.parameters), action=spec.action
+    )
+
+
+def act_on_issue(trainer: Any, spec: RuleSpec, finding: Finding) -> None:
+    """Log the issue; with action=stop end training after this step, as SageMaker's StopTraining does."""
+    log.warning("rule %s: IssuesFound at step %s: %s", spec.name, finding.step, finding.message)
+    if spec.action == "stop" and trainer is not None:
+        log.warning("rule %s: action=stop, stopping training", spec.name)
+        trainer.should_stop = True
+
+
+def sagemaker_rule_parameters(node: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """Each rule's SageMaker parameters from a rules node (conf/rules/*.yaml, debugger or profiler part),
+    our own keys removed and values as the strings `Rule.sagemaker(..., rule_parameters=...)` takes,
+    so a SageMaker launch configures the same rules with the same thresholds as local runs."""
+    out: dict[str, dict[str, str]] = {}
+    for name, settings in (node or {}).items():
+        if settings is None:
+            continue
+        params = {k: v for k, v in dict(settings).items() if k not in LOCAL_KEYS and v is not None}
+        out[name] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+    return out
