@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from dogbreed.serving.batching import DynamicBatcher
 from dogbreed.serving.decoding import RequestLimits, read_request
-from dogbreed.serving.engine import InferenceEngine, configure_threads
+from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
 from dogbreed.serving.errors import PayloadTooLargeError, ServingError
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
 
@@ -31,6 +32,8 @@ class ServerSettings:
     max_batch_size: int = 16
     max_wait_ms: float = 5.0
     threads: int | None = None  # torch intra-op threads; None: one per available CPU
+    # Threads decoding and resizing images; None: half the CPUs, so decoding never starves the network.
+    preprocess_threads: int | None = None
     device: str = "auto"
     optimize: str = "fuse"
     default_topk: int = 5
@@ -64,7 +67,9 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         engine = await asyncio.to_thread(InferenceEngine.load, model_dir, settings.device, settings.optimize)
         await asyncio.to_thread(engine.warm_up)
         batcher = DynamicBatcher(run_batch, settings.max_batch_size, settings.max_wait_ms)
-        state.update(engine=engine, batcher=batcher)
+        workers = settings.preprocess_threads or max(1, available_cpus() // 2)
+        preprocess_pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
+        state.update(engine=engine, batcher=batcher, preprocess_pool=preprocess_pool)
         batcher.start()
         log.info(
             "model %s loaded (%s, %d classes), serving", model_dir, engine.model.arch, engine.num_classes
@@ -73,6 +78,7 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             yield
         finally:
             await batcher.stop()
+            preprocess_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="dogbreed", lifespan=lifespan)
     app.state.serving = state
@@ -108,8 +114,11 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         )
         body = await read_body_within(request, settings.limits.max_body_bytes)
         images = read_request(body, request.headers.get("content-type"), settings.limits)
-        # Decoding and resizing run in worker threads (Pillow releases the GIL), the network in batches.
-        batch = await asyncio.to_thread(lambda: engine.preprocess(engine.decode(images)))
+        # Decoding and resizing run in a small pool (Pillow releases the GIL), the network in batches: on a
+        # few cores, more decoding threads only fight the network's threads for the same CPUs.
+        batch = await asyncio.get_running_loop().run_in_executor(
+            state["preprocess_pool"], lambda: engine.preprocess(engine.decode(images))
+        )
         rows = await asyncio.gather(*(state["batcher"].submit(t) for t in batch))
         response = build_response(torch.stack(rows), engine.class_names, options)
         return Response(encode_response(response), media_type=JSON_ACCEPT)

@@ -59,6 +59,7 @@ class InferenceEngine:
         self.device = model.device
         net = fuse_conv_bn(model.net) if optimize == "fuse" else model.net
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()
+        model.net = self.net  # keep one copy of the weights in memory, not the unfused one too
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", optimize: str = "fuse") -> InferenceEngine:

@@ -16,6 +16,7 @@ def settings_from_config(cfg: DictConfig) -> ServerSettings:
         max_batch_size=int(server.max_batch_size),
         max_wait_ms=float(server.max_wait_ms),
         threads=server.threads,
+        preprocess_threads=server.preprocess_threads,
         device=str(server.device),
         optimize=str(server.optimize),
         default_topk=int(server.default_topk),
