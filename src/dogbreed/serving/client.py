@@ -41,6 +41,25 @@ def invoke_http(url: str, body: bytes, content_type: str, accept: str, timeout: 
         raise EndpointError(f"{target} answered {exc.code}: {detail}") from exc
 
 
+def invoke_sagemaker(endpoint_name: str, body: bytes, content_type: str, accept: str) -> dict:
+    """InvokeEndpoint on a deployed SageMaker endpoint (boto3's credentials and region chain)."""
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise EndpointError(
+            f"calling SageMaker endpoint {endpoint_name} needs boto3 (pip install boto3)"
+        ) from None
+    runtime = boto3.client("sagemaker-runtime")
+    try:
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint_name, Body=body, ContentType=content_type, Accept=accept
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise EndpointError(f"SageMaker endpoint {endpoint_name}: {exc}") from exc
+    return json.loads(response["Body"].read())
+
+
 def predict_files(
     paths: list[str | Path], endpoint: str = DEFAULT_ENDPOINT, topk: int = 3, timeout: float = 60.0
 ) -> dict[str, list[dict]]:
@@ -57,9 +76,7 @@ def predict_files(
             if endpoint.startswith(("http://", "https://")):
                 answer = invoke_http(endpoint, body, content_type, accept, timeout)
             else:
-                from dogbreed.backends.sagemaker import invoke_endpoint
-
-                answer = invoke_endpoint(endpoint, body, content_type, accept)
+                answer = invoke_sagemaker(endpoint, body, content_type, accept)
         except EndpointError as exc:
             raise EndpointError(f"{path}: {exc}") from exc
         results[str(path)] = answer["predictions"][0]["topk"]
