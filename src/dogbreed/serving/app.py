@@ -1,0 +1,126 @@
+"""The local HTTP server with SageMaker's container contract: GET /ping, POST /invocations on port 8080.
+
+Errors are JSON `{"error", "status", "message"}`: 4xx for requests at fault, 500 only for server faults.
+GET /stats reports what the dynamic batcher ran (batch sizes), for tests and load checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from dogbreed.serving.batching import DynamicBatcher
+from dogbreed.serving.decoding import RequestLimits, read_request
+from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
+from dogbreed.serving.errors import PayloadTooLargeError, ServingError
+from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    threads: int | None = None  # torch intra-op threads; None: one per available CPU
+    # Threads decoding and resizing images; None: half the CPUs, so decoding never starves the network.
+    preprocess_threads: int | None = None
+    device: str = "auto"
+    optimize: str = "fuse"
+    default_topk: int = 5
+    limits: RequestLimits = field(default_factory=RequestLimits)
+
+
+async def read_body_within(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `max_bytes` (never buffered whole first)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"request body is {declared} bytes, over the limit of {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"request body is over the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings()) -> FastAPI:
+    """The app loads the model at startup, so /ping answers 200 only once the model is ready."""
+    state: dict = {}
+
+    def run_batch(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(state["engine"].probabilities(torch.stack(tensors)))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_threads(settings.threads)
+        engine = await asyncio.to_thread(InferenceEngine.load, model_dir, settings.device, settings.optimize)
+        await asyncio.to_thread(engine.warm_up)
+        batcher = DynamicBatcher(run_batch, settings.max_batch_size, settings.max_wait_ms)
+        workers = settings.preprocess_threads or max(1, available_cpus() // 2)
+        preprocess_pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
+        state.update(engine=engine, batcher=batcher, preprocess_pool=preprocess_pool)
+        batcher.start()
+        log.info(
+            "model %s loaded (%s, %d classes), serving", model_dir, engine.model.arch, engine.num_classes
+        )
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            preprocess_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="dogbreed", lifespan=lifespan)
+    app.state.serving = state
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+        return JSONResponse(exc.to_json(), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("fault while answering %s %s", request.method, request.url.path)
+        message = f"{type(exc).__name__}: {exc}"
+        return JSONResponse({"error": "InternalServerError", "status": 500, "message": message}, 500)
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        batcher = state.get("batcher")
+        if batcher is None or not batcher.running:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/stats")
+    async def stats() -> dict:
+        batcher = state["batcher"]
+        return {**batcher.stats.to_json(), "max_batch_size": batcher.max_batch_size,
+                "max_wait_ms": batcher.max_wait * 1000, "torch_threads": torch.get_num_threads()}  # fmt: skip
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        engine: InferenceEngine = state["engine"]
+        options = parse_output_options(
+            request.headers.get("accept"), request.query_params, default_topk=settings.default_topk
+        )
+        body = await read_body_within(request, settings.limits.max_body_bytes)
+        images = read_request(body, request.headers.get("content-type"), settings.limits)
+        # Decoding and resizing run in a small pool (Pillow releases the GIL), the network in batches: on a
+        # few cores, more decoding threads only fight the network's threads for the same CPUs.
+        batch = await asyncio.get_running_loop().run_in_executor(
+            state["preprocess_pool"], lambda: engine.preprocess(engine.decode(images))
+        )
+        rows = await asyncio.gather(*(state["batcher"].submit(t) for t in batch))
+        response = build_response(torch.stack(rows), engine.class_names, options)
+        return Response(encode_response(response), media_type=JSON_ACCEPT)
+
+    return app

@@ -1,0 +1,168 @@
+"""Turn a request body into RGB images, or say exactly what is wrong with it (typed 4xx errors).
+
+Accepted bodies: raw image bytes (`image/jpeg`, `image/png`, `application/x-image`,
+`application/octet-stream`) or `application/json` carrying base64 images as `{"image": "<b64>"}` or
+`{"images": ["<b64>", ...]}`. URLs are refused: the server fetches nothing on a caller's behalf.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from dogbreed.data.images import BadImageError, load_rgb
+from dogbreed.serving.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
+JSON_CONTENT_TYPE = "application/json"
+CONTENT_TYPES = (*IMAGE_CONTENT_TYPES, JSON_CONTENT_TYPE)
+# Formats Pillow may parse: photo formats only, so no exotic decoder sees untrusted bytes.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+URL_PREFIXES = ("http://", "https://", "s3://", "ftp://", "file:")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    # SageMaker's real-time endpoints cap payloads at 6 MB; the local server mirrors it by default.
+    max_body_bytes: int = 6 * 2**20
+    # Width x height announced by the image header, checked before decoding (decompression bombs).
+    max_pixels: int = 40_000_000
+    max_images: int = 32  # per JSON request
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RequestLimits:
+        """DOGBREED_MAX_BODY_BYTES / DOGBREED_MAX_PIXELS / DOGBREED_MAX_IMAGES (a SageMaker model's env)."""
+        values = {}
+        for name in ("max_body_bytes", "max_pixels", "max_images"):
+            raw = environ.get(f"DOGBREED_{name.upper()}")
+            if raw:
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"DOGBREED_{name.upper()}={raw!r} must be an integer") from None
+        return cls(**values)
+
+
+def parse_media_type(header: str | None) -> tuple[str, dict[str, str]]:
+    """'application/json; topk=3' -> ('application/json', {'topk': '3'}); names lower-cased."""
+    if not header:
+        return "", {}
+    media, *params = header.split(";")
+    parsed = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip():
+            parsed[key.strip().lower()] = value.strip().strip('"')
+    return media.strip().lower(), parsed
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One image of a request whose header has been checked; `where` names it in error messages."""
+
+    data: bytes
+    where: str
+    width: int
+    height: int
+
+
+def check_image(data: bytes, limits: RequestLimits, where: str) -> EncodedImage:
+    """Read only the header: refuse non-images, and images whose announced size is over the pixel limit,
+    so a small file that expands to gigapixels is never decoded."""
+    if not data:
+        raise BadRequestError(f"{where} is empty: send the bytes of a JPEG or PNG image")
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLargeError(f"{where}: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise BadRequestError(
+            f"{where} is not an image in a known format ({', '.join(IMAGE_FORMATS)})"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise BadRequestError(f"{where} has an unreadable image header: {exc}") from exc
+    if width * height > limits.max_pixels:
+        raise PayloadTooLargeError(
+            f"{where} is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
+        )
+    return EncodedImage(data, where, width, height)
+
+
+def decode_image(image: EncodedImage, draft_size: int | None = None) -> Image.Image:
+    """Decode as evaluation does: `load_rgb` with the same JPEG draft size (the resize size)."""
+    try:
+        return load_rgb(io.BytesIO(image.data), draft_size=draft_size)
+    except BadImageError as exc:
+        raise BadRequestError(f"{image.where} cannot be decoded: {exc.__cause__ or exc}") from exc
+
+
+def _base64_image(value: object, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequestError(f"JSON field {field} must be a base64 string, not {type(value).__name__}")
+    if value.lower().startswith(URL_PREFIXES):
+        raise BadRequestError(
+            f"JSON field {field} holds a URL: this server fetches nothing, send the image base64-encoded"
+        )
+    if value.startswith("data:"):  # data:image/jpeg;base64,....
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequestError(f"JSON field {field} is not valid base64: {exc}") from exc
+
+
+def images_from_json(body: bytes | str, limits: RequestLimits) -> list[tuple[bytes, str]]:
+    """The encoded images of a JSON body with the field each came from (for error messages)."""
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not ({"image", "images"} & doc.keys()):
+        keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        hint = (
+            " (URLs are not fetched)" if isinstance(doc, dict) and {"url", "urls", "uri"} & doc.keys() else ""
+        )
+        raise BadRequestError(
+            f'JSON body must be {{"image": "<base64>"}} or {{"images": ["<base64>", ...]}}, got {keys}{hint}'
+        )
+    if "image" in doc:
+        return [(_base64_image(doc["image"], "image"), "JSON field image")]
+    images = doc["images"]
+    if not isinstance(images, list) or not images:
+        raise BadRequestError("JSON field images must be a non-empty list of base64 strings")
+    if len(images) > limits.max_images:
+        raise PayloadTooLargeError(
+            f"JSON field images holds {len(images)} images, over the limit of {limits.max_images}"
+        )
+    return [(_base64_image(v, f"images[{i}]"), f"JSON field images[{i}]") for i, v in enumerate(images)]
+
+
+def read_request(
+    body: bytes | str | None, content_type: str | None, limits: RequestLimits = RequestLimits()
+) -> list[EncodedImage]:
+    """All images of one request, checked up to their headers; raises a ServingError with the HTTP status."""
+    media, _ = parse_media_type(content_type)
+    if media not in CONTENT_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {content_type or '(none)'} unsupported, send one of {', '.join(CONTENT_TYPES)}"
+        )
+    if body is None or len(body) == 0:
+        raise BadRequestError("request body is empty: send the bytes of a JPEG or PNG image")
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > limits.max_body_bytes:
+        raise PayloadTooLargeError(f"request body is {size} bytes, over the limit of {limits.max_body_bytes}")
+    if media == JSON_CONTENT_TYPE:
+        encoded = images_from_json(body, limits)
+    else:
+        if isinstance(body, str):  # some toolkits hand text bodies over decoded
+            body = body.encode("latin-1")
+        encoded = [(body, "request body")]
+    return [check_image(data, limits, where) for data, where in encoded]

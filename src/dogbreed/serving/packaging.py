@@ -1,0 +1,93 @@
+"""Make an exported model directory deployable on SageMaker and pack it as model.tar.gz.
+
+SageMaker's PyTorch inference container extracts model.tar.gz to /opt/ml/model, puts code/ on the path,
+pip-installs code/requirements.txt and imports code/inference.py. dogbreed is not on PyPI, so code/ carries
+a copy of the package itself; torch and torchvision come with the container and are never reinstalled.
+
+    python -m dogbreed.serving.packaging runs/train/<run>/model [--out model.tar.gz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tarfile
+from pathlib import Path
+
+import dogbreed
+from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
+
+CODE_DIR = "code"
+ENTRY_POINT = "inference.py"
+# serve/inference.py holds the same text (a test keeps them equal); it is the SDK's entry_point.
+ENTRY_POINT_SOURCE = '''"""SageMaker inference entry point (shipped as code/inference.py inside model.tar.gz).
+
+The PyTorch inference container puts code/ on sys.path; code/dogbreed is a copy of this project's
+package made by `dogbreed.serving.packaging`, so the container needs no extra pip install.
+"""
+
+from dogbreed.serving.handler import input_fn, model_fn, output_fn, predict_fn
+
+__all__ = ["model_fn", "input_fn", "predict_fn", "output_fn"]
+'''
+REQUIREMENTS = """\
+# Installed by the SageMaker PyTorch inference container before it imports code/inference.py.
+# torch and torchvision come with the container: never list them here (a reinstall breaks its CUDA build).
+# Pillow and numpy are in the container too (pip finds them satisfied); a file with no requirement at all
+# makes some pip versions fail, which stops the endpoint.
+Pillow
+numpy
+"""
+
+
+def add_inference_code(model_dir: str | Path) -> Path:
+    """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/)."""
+    model_dir = Path(model_dir)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir / name} is missing: {model_dir} is not an exported model")
+    code = model_dir / CODE_DIR
+    shutil.rmtree(code, ignore_errors=True)
+    package = Path(dogbreed.__file__).resolve().parent
+    shutil.copytree(package, code / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (code / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
+    (code / "requirements.txt").write_text(REQUIREMENTS)
+    return code
+
+
+def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    # Same content, same archive bytes: no owner names or timestamps of this machine.
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
+def pack_model(model_dir: str | Path, out: str | Path | None = None) -> Path:
+    """model.tar.gz with weights.pt, model.json and code/ at the archive root (SageMaker's layout).
+
+    Written next to the model directory by default, never inside it.
+    """
+    model_dir = Path(model_dir).resolve()
+    add_inference_code(model_dir)
+    out = Path(out) if out else model_dir.parent / "model.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.resolve() != out.resolve())
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in files:
+            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), filter=_normalised)
+    tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Add code/ to an exported model and pack model.tar.gz")
+    parser.add_argument("model_dir")
+    parser.add_argument("--out", help="archive path (default: model.tar.gz next to model_dir)")
+    args = parser.parse_args(argv)
+    print(pack_model(args.model_dir, args.out))
+
+
+if __name__ == "__main__":
+    main()

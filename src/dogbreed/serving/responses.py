@@ -1,0 +1,86 @@
+"""The JSON answer: top-k breeds with names, indices and probabilities, and the full vector on request.
+
+Options come from the Accept header's parameters (`application/json; topk=3; probabilities=true`),
+which pass through SageMaker's InvokeEndpoint unchanged, or from the local server's query string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from dogbreed.export import display_name
+from dogbreed.serving.decoding import parse_media_type
+from dogbreed.serving.errors import BadRequestError, NotAcceptableError
+
+JSON_ACCEPT = "application/json"
+ACCEPTABLE = (JSON_ACCEPT, "application/*", "*/*", "")
+DECIMALS = 6  # enough to rank 133 breeds; the same digits whichever server answered
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    topk: int = 5
+    probabilities: bool = False
+
+
+def _parse_bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", ""):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise BadRequestError(f"{name}={value!r} must be true or false")
+
+
+def parse_output_options(
+    accept: str | None, query: Mapping[str, str] | None = None, default_topk: int = 5
+) -> OutputOptions:
+    """Read k and the full-vector flag from Accept params, then the query (the query wins)."""
+    media, params = parse_media_type(accept)
+    if media not in ACCEPTABLE:
+        raise NotAcceptableError(f"Accept {accept} is not supported; this model answers {JSON_ACCEPT}")
+    merged = {**params, **{k.lower(): v for k, v in (query or {}).items()}}
+    topk = default_topk
+    for name in ("topk", "k"):
+        if name in merged:
+            try:
+                topk = int(merged[name])
+            except ValueError:
+                raise BadRequestError(f"{name}={merged[name]!r} must be a positive integer") from None
+            if topk < 1:
+                raise BadRequestError(f"{name}={topk} must be a positive integer")
+    probabilities = (
+        _parse_bool(merged["probabilities"], "probabilities") if "probabilities" in merged else False
+    )
+    return OutputOptions(topk=topk, probabilities=probabilities)
+
+
+def build_response(probs: torch.Tensor, class_names: list[str], options: OutputOptions) -> dict:
+    """{"predictions": [{"topk": [{index, class_name, label, probability}, ...], "probabilities"?}]}."""
+    k = min(options.topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    predictions = []
+    for row, row_values, row_indices in zip(probs, values.tolist(), indices.tolist(), strict=True):
+        entry: dict = {
+            "topk": [
+                {
+                    "index": i,
+                    "class_name": class_names[i],
+                    "label": display_name(class_names[i]),
+                    "probability": round(p, DECIMALS),
+                }
+                for p, i in zip(row_values, row_indices, strict=True)
+            ]
+        }
+        if options.probabilities:
+            entry["probabilities"] = [round(p, DECIMALS) for p in row.tolist()]
+        predictions.append(entry)
+    return {"predictions": predictions}
+
+
+def encode_response(response: dict) -> str:
+    return json.dumps(response)

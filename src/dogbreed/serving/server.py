@@ -1,0 +1,48 @@
+"""Run the local server from the deploy config (conf/deploy.yaml `server` and `limits`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.decoding import RequestLimits
+
+
+def settings_from_config(cfg: DictConfig) -> ServerSettings:
+    server, limits = cfg.server, cfg.limits
+    return ServerSettings(
+        max_batch_size=int(server.max_batch_size),
+        max_wait_ms=float(server.max_wait_ms),
+        threads=server.threads,
+        preprocess_threads=server.preprocess_threads,
+        device=str(server.device),
+        optimize=str(server.optimize),
+        default_topk=int(server.default_topk),
+        limits=RequestLimits(
+            max_body_bytes=int(limits.max_body_bytes),
+            max_pixels=int(limits.max_pixels),
+            max_images=int(limits.max_images),
+        ),
+    )
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    path = Path(model_dir).expanduser()
+    if not (path / "model.json").is_file():
+        raise FileNotFoundError(
+            f"model_dir={model_dir} holds no model.json: pass the exported model of a run, "
+            "e.g. model_dir=runs/train/<run>/model"
+        )
+    return path
+
+
+def serve_local(cfg: DictConfig) -> None:
+    """Blocks until interrupted: one process, so that concurrent requests meet in one batcher."""
+    import uvicorn
+
+    app = create_app(check_model_dir(cfg.model_dir), settings_from_config(cfg))
+    uvicorn.run(
+        app, host=str(cfg.server.host), port=int(cfg.server.port), log_level=str(cfg.server.log_level)
+    )

@@ -1,0 +1,92 @@
+"""Helpers for the serving tests: a real uvicorn server on 127.0.0.1 and plain HTTP calls to it."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, chunked=False
+) -> Answer:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        payload = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+        conn.request(method, path, body=payload, headers=headers or {}, encode_chunked=chunked)
+        response = conn.getresponse()
+        return Answer(response.status, response.read(), response.getheader("content-type", ""))
+    finally:
+        conn.close()
+
+
+def invoke(port: int, body: bytes, content_type: str | None, accept: str | None = None, query="") -> Answer:
+    headers = {}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if accept is not None:
+        headers["Accept"] = accept
+    return request(port, "POST", f"/invocations{query}", body, headers)
+
+
+@contextmanager
+def running_server(app) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free 127.0.0.1 port; yields the port once /ping is 200."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until_ready(port, thread)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+def wait_until_ready(port: int, thread: threading.Thread, timeout: float = 120.0) -> None:
+    """Poll GET /ping until it answers 200 (the model is loaded); fail early if the server died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("the server thread stopped before answering /ping")
+        try:
+            if request(port, "GET", "/ping").status == 200:
+                return
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.05)  # polling interval, not synchronisation: readiness is the /ping answer
+    raise TimeoutError(f"no 200 from /ping on port {port} within {timeout} s")
+
+
+def encode(image: Image.Image | Path, fmt: str) -> bytes:
+    if isinstance(image, Path):
+        image = Image.open(image).convert("RGB")
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()

@@ -1,0 +1,37 @@
+"""conf/deploy.yaml composes with the training config's backend group, and its values reach the server."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dogbreed.serving.server import check_model_dir, settings_from_config
+from tests.conftest import CONF_DIR
+
+
+def compose_deploy(overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose("deploy", overrides=overrides)
+
+
+def test_deploy_defaults_serve_locally_on_127_0_0_1_8080():
+    cfg = compose_deploy(["model_dir=some/model"])
+    assert cfg.backend.name == "local"
+    assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 8080)
+    settings = settings_from_config(cfg)
+    assert settings.max_batch_size == 16 and settings.limits.max_body_bytes == 6 * 2**20
+
+
+def test_overrides_reach_the_server_settings():
+    cfg = compose_deploy([
+        "model_dir=m", "server.max_batch_size=4", "server.max_wait_ms=2.5", "server.threads=1",
+        "server.optimize=none", "limits.max_pixels=1000",
+    ])  # fmt: skip
+    settings = settings_from_config(cfg)
+    assert (settings.max_batch_size, settings.max_wait_ms, settings.threads) == (4, 2.5, 1)
+    assert settings.optimize == "none" and settings.limits.max_pixels == 1000
+
+
+def test_a_folder_without_an_exported_model_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"holds no model.json: .*model_dir=runs/train/<run>/model"):
+        check_model_dir(tmp_path)
