@@ -15,7 +15,16 @@ from torch.utils.data import Dataset
 from dogbreed.training import fit
 from tests.conftest import TINY, compose_config
 
-QUICK = [*TINY, "export=false", "trainer.limit_test_batches=1", "trainer.limit_val_batches=1"]
+# No checkpoint files (45 MB each, every epoch) and no export: these runs are about the diagnostics.
+# ~callbacks drops the default callbacks group; debugger=on / profiler=on still add theirs.
+QUICK = [
+    *TINY,
+    "export=false",
+    "~callbacks",
+    "+trainer.enable_checkpointing=false",
+    "trainer.limit_test_batches=1",
+    "trainer.limit_val_batches=1",
+]
 
 
 class SlowDataset(Dataset):

@@ -61,7 +61,8 @@ def _finite(value: float, only_nan: bool) -> bool:
 
 def check_vanishing_gradient(spec: RuleSpec, history: TensorHistory) -> Finding | None:
     step = history.last_layer_step
-    rows = history.layer_stats.get(step) if step is not None else None
+    # NaN or infinite gradients are ExplodingTensor's business, not a vanishing gradient
+    rows = [r for r in history.layer_stats.get(step, []) if math.isfinite(r["grad_mean_abs"])]
     if not rows:
         return None
     vanishing = [r for r in rows if r["grad_mean_abs"] < spec["threshold"]]
@@ -105,7 +106,11 @@ def check_exploding_tensor(spec: RuleSpec, history: TensorHistory) -> Finding | 
 
 
 def check_overfit(spec: RuleSpec, history: TensorHistory) -> Finding | None:
-    pairs = [p for p in history.train_val_pairs if p[0] >= int(spec["start_step"])]
+    pairs = [
+        p
+        for p in history.train_val_pairs
+        if p[0] >= int(spec["start_step"]) and all(map(math.isfinite, p[1:]))
+    ]
     if not pairs:
         return None
     in_a_row, finding = 0, None
