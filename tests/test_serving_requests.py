@@ -119,6 +119,7 @@ def test_output_options_from_accept_params_and_query():
     assert parse_output_options("application/json; topk=2; probabilities=true") == OutputOptions(2, True)
     assert parse_output_options("*/*", {"k": "7"}, default_topk=3) == OutputOptions(7, False)
     assert parse_output_options("application/json;topk=2", {"topk": "4"}).topk == 4  # the query wins
+    assert parse_output_options("text/html, application/json; topk=3").topk == 3
     with pytest.raises(NotAcceptableError, match="Accept text/csv is not supported") as info:
         parse_output_options("text/csv")
     assert info.value.status == 406

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,7 +48,7 @@ def toolkit_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def thread_count_for_workers(environ: dict[str, str] | os._Environ = os.environ) -> int:
+def thread_count_for_workers(environ: Mapping[str, str] = os.environ) -> int:
     """The model server runs SAGEMAKER_MODEL_SERVER_WORKERS processes (one per CPU by default):
     share the CPUs between them instead of letting each one start a thread per CPU."""
     if environ.get("DOGBREED_THREADS"):

@@ -39,8 +39,11 @@ def _parse_bool(value: str, name: str) -> bool:
 def parse_output_options(
     accept: str | None, query: Mapping[str, str] | None = None, default_topk: int = 5
 ) -> OutputOptions:
-    """Read k and the full-vector flag from Accept params, then the query (the query wins)."""
-    media, params = parse_media_type(accept)
+    """Read k and the full-vector flag from Accept params, then the query (the query wins).
+
+    An Accept list ("application/json, text/plain") is fine when one of its types is."""
+    choices = [parse_media_type(part) for part in (accept or "").split(",")]
+    media, params = next(((m, p) for m, p in choices if m in ACCEPTABLE), choices[0])
     if media not in ACCEPTABLE:
         raise NotAcceptableError(f"Accept {accept} is not supported; this model answers {JSON_ACCEPT}")
     merged = {**params, **{k.lower(): v for k, v in (query or {}).items()}}
