@@ -120,16 +120,26 @@ def create_study(cfg: DictConfig) -> optuna.Study:
         storage=storage,
         study_name=str(tune_cfg.study_name),
         direction=objective.direction,
-        sampler=instantiate(tune_cfg.sampler) if tune_cfg.get("sampler") else None,
         pruner=instantiate(tune_cfg.pruner) if tune_cfg.get("pruner") else optuna.pruners.NopPruner(),
         load_if_exists=bool(tune_cfg.load_if_exists),
     )
+    study.sampler = make_sampler(tune_cfg.get("sampler"), already=len(study.get_trials(deepcopy=False)))
     if study.direction.name.lower() != objective.direction:
         raise TuneConfigError(
             f"study {study.study_name} in {storage_url} was created to {study.direction.name.lower()}, but "
             f"tune.objective={objective.metric} asks to {objective.direction}: use another tune.study_name"
         )
     return study
+
+
+def make_sampler(sampler_cfg: DictConfig | None, already: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler; a resumed study offsets a fixed seed by its trial count, or the seeded
+    sampler would replay the very values its first run already tried."""
+    if not sampler_cfg:
+        return optuna.samplers.TPESampler()
+    if already and sampler_cfg.get("seed") is not None:
+        return instantiate(sampler_cfg, seed=int(sampler_cfg.seed) + already)
+    return instantiate(sampler_cfg)
 
 
 class TrialRunner:
