@@ -89,3 +89,20 @@ def test_cache_key_changes_with_images_preprocessing_and_weights(shapes3, tmp_pa
     stat = some_image.stat()
     os.utime(some_image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # an image edited in place
     assert cache_key(_images(root, tmp_path), "resnet18", digest) != key
+
+
+@pytest.mark.slow
+def test_every_trial_of_a_study_trains_on_the_one_cache(shapes3, tmp_path):
+    from dogbreed.tuning import run_study
+
+    cache = tmp_path / "features"
+    overrides = [*TINY, f"data.root={shapes3}", *CACHED, f"feature_cache.dir={cache}"]
+    cfg = compose_config(tmp_path, [*overrides, "search=smoke", "tune.n_trials=3"], config_name="tune")
+    study = run_study(cfg)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    (entry,) = cache.iterdir()
+    # Written while the first trial ran, never again: the later trials read it.
+    written = max(p.stat().st_mtime for p in entry.iterdir())
+    assert written < study.trials[1].datetime_start.timestamp()
+    for trial in study.trials:
+        assert (Path(trial.user_attrs["run_dir"]) / "model" / "weights.pt").is_file()

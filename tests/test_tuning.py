@@ -101,7 +101,7 @@ def test_study_writes_best_trial_overrides_table_and_plots(killed_and_resumed):
     trial_metrics = json.loads((Path(best.user_attrs.run_dir) / "metrics.json").read_text())
     assert best.value == pytest.approx(trial_metrics["val/loss"])
     assert (Path(best.user_attrs.run_dir) / "model" / "weights.pt").is_file()
-    assert not (Path(best.user_attrs.run_dir) / "checkpoints").exists()  # tune.keep_checkpoints=false
+    assert not (Path(best.user_attrs.run_dir) / "checkpoints").exists()  # trials write no checkpoints
 
     with open(run_dir / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -175,4 +175,4 @@ def test_tune_config_composes_with_sqlite_in_the_run_dir_and_instantiable_sample
     assert cfg.tune.storage == f"sqlite:///{tmp_path}/study.db"
     assert isinstance(instantiate(cfg.tune.pruner), optuna.pruners.HyperbandPruner)
     assert isinstance(instantiate(cfg.tune.sampler), optuna.samplers.TPESampler)
-    assert "tune" not in cfg.callbacks and cfg.callbacks.model_checkpoint.save_last is False
+    assert cfg.callbacks.model_checkpoint is None and cfg.trainer.enable_checkpointing is False

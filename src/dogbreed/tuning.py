@@ -8,8 +8,6 @@ own run directory under <run_dir>/trials/, and prunes through optuna-integration
 from __future__ import annotations
 
 import logging
-import shutil
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +150,6 @@ class TrialRunner:
         check_keys_exist(self.space, self.base, "search")
         self.distributions = search_space_to_optuna(self.space)
         self.trials_dir = Path(cfg.run_dir) / "trials"
-        self.keep_checkpoints = bool(cfg.tune.get("keep_checkpoints", False))
-        self._lock = threading.Lock()  # parallel trials (n_jobs > 1) share one process
 
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
@@ -165,11 +161,9 @@ class TrialRunner:
         trial.set_user_attr("run_dir", str(run_dir))
         log.info("trial %d: %s -> %s", trial.number, params, run_dir)
         pruning = PyTorchLightningPruningCallback(trial, monitor=self.objective.metric)
-        try:
-            metrics = fit(trial_config(self.base, params, run_dir), extra_callbacks=[pruning])
-        finally:
-            if not self.keep_checkpoints:
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        metrics = fit(trial_config(self.base, params, run_dir), extra_callbacks=[pruning])
+        if not metrics:
+            raise RuntimeError(f"trial {trial.number} was interrupted before training ended ({run_dir})")
         if self.objective.metric not in metrics:
             raise TuneConfigError(
                 f"trial {trial.number} logged no {self.objective.metric} (tune.objective); "
