@@ -57,7 +57,13 @@ class BreedClassifier(pl.LightningModule):
         )
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
+    # True when training feeds cached backbone features (feature_cache with model.freeze=head): only the
+    # head runs; self.net stays the whole network, so checkpoints and the exported model are complete.
+    head_only: bool = False
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.head_only:
+            return self.net.fc(images)
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)

@@ -54,6 +54,12 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
 
     log.info("building model <%s> %s weights=%s", cfg.model._target_, cfg.model.arch, cfg.model.weights)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+    if (cfg.get("feature_cache") or {}).get("enabled"):
+        # Frozen backbone: its features are computed once (cached on disk) and only the head trains.
+        from dogbreed.data.features import feature_datamodule
+
+        datamodule = feature_datamodule(datamodule, model, cfg.feature_cache.dir)
+        model.head_only = True
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks or []

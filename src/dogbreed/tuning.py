@@ -1,0 +1,208 @@
+"""Local hyperparameter tuning with Optuna: every trial is one `training.fit` run of the train config.
+
+tune.py composes conf/tune.yaml (the train config + `search` + `tune`); `run_study(cfg)` samples the search
+space with the configured sampler, applies the values as overrides to the train config, gives each trial its
+own run directory under <run_dir>/trials/, and prunes through optuna-integration's Lightning callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Keys of the tune config that are not part of the train config a trial runs.
+TUNE_ONLY_KEYS = ("tune", "search")
+DIRECTIONS = ("minimize", "maximize")
+
+
+class TuneConfigError(ValueError):
+    """A `tune.*` setting that cannot work; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str
+
+
+def objective_of(tune_cfg: Mapping[str, Any]) -> Objective:
+    """`tune.objective` and `tune.direction` (auto: minimise a loss, maximise an accuracy)."""
+    metric = str(tune_cfg.get("objective") or "")
+    if not metric.startswith("val/"):
+        raise TuneConfigError(
+            f"tune.objective={metric!r}: use a validation metric such as val/loss or val/acc "
+            "(the pruner reads it after each validation epoch)"
+        )
+    direction = str(tune_cfg.get("direction") or "auto")
+    if direction == "auto":
+        if metric.endswith("loss"):
+            direction = "minimize"
+        elif "acc" in metric:
+            direction = "maximize"
+        else:
+            raise TuneConfigError(
+                f"tune.direction=auto cannot tell how to optimise {metric}: set minimize/maximize"
+            )
+    if direction not in DIRECTIONS:
+        raise TuneConfigError(f"tune.direction={direction!r} is not one of auto, {', '.join(DIRECTIONS)}")
+    return Objective(metric, direction)
+
+
+def train_config(cfg: DictConfig) -> DictConfig:
+    """The train config inside a tune config: everything but `tune` and `search`, resolved lazily."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    for key in TUNE_ONLY_KEYS:
+        container.pop(key, None)
+    return OmegaConf.create(container)
+
+
+def trial_config(base: DictConfig, params: Mapping[str, Any], run_dir: str | Path) -> DictConfig:
+    """`base` with the trial's values set at their override keys and the run landing in `run_dir`."""
+    cfg = base.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.run_dir = str(run_dir)
+    for key, value in params.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
+def check_keys_exist(space: Mapping[str, Any], base: DictConfig, source: str) -> None:
+    missing = [key for key in space if OmegaConf.select(base, key, default="<missing>") == "<missing>"]
+    if missing:
+        raise SearchSpaceError(
+            f"{source}: {', '.join(missing)} not found in the train config (a typo? keys look like model.lr)"
+        )
+
+
+def suggest(trial: optuna.Trial, distributions: Mapping[str, Any]) -> dict[str, Any]:
+    """Ask the trial for a value of each parameter through Optuna's public suggest API."""
+    values = {}
+    for name, dist in distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            values[name] = trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            values[name] = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:
+            values[name] = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return values
+
+
+def create_study(cfg: DictConfig) -> optuna.Study:
+    """The study in `tune.storage` (created, or loaded when it exists and tune.load_if_exists)."""
+    tune_cfg = cfg.tune
+    objective = objective_of(tune_cfg)
+    storage_url = str(tune_cfg.storage)
+    if storage_url.startswith("sqlite:///"):
+        Path(storage_url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # Heartbeats let a later run mark the trial of a killed process as failed instead of running forever.
+    storage = optuna.storages.RDBStorage(
+        storage_url,
+        heartbeat_interval=int(tune_cfg.get("heartbeat_interval") or 60),
+        grace_period=int(tune_cfg.get("grace_period") or 120),
+    )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=str(tune_cfg.study_name),
+        direction=objective.direction,
+        pruner=instantiate(tune_cfg.pruner) if tune_cfg.get("pruner") else optuna.pruners.NopPruner(),
+        load_if_exists=bool(tune_cfg.load_if_exists),
+    )
+    study.sampler = make_sampler(tune_cfg.get("sampler"), already=len(study.get_trials(deepcopy=False)))
+    if study.direction.name.lower() != objective.direction:
+        raise TuneConfigError(
+            f"study {study.study_name} in {storage_url} was created to {study.direction.name.lower()}, but "
+            f"tune.objective={objective.metric} asks to {objective.direction}: use another tune.study_name"
+        )
+    return study
+
+
+def make_sampler(sampler_cfg: DictConfig | None, already: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler; a resumed study offsets a fixed seed by its trial count, or the seeded
+    sampler would replay the very values its first run already tried."""
+    if not sampler_cfg:
+        return optuna.samplers.TPESampler()
+    if already and sampler_cfg.get("seed") is not None:
+        return instantiate(sampler_cfg, seed=int(sampler_cfg.seed) + already)
+    return instantiate(sampler_cfg)
+
+
+class TrialRunner:
+    """The Optuna objective: one `training.fit` per trial, pruned by Lightning's validation metric."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.objective = objective_of(cfg.tune)
+        self.space = load_search_space(cfg.search, source="search")
+        self.base = train_config(cfg)
+        check_keys_exist(self.space, self.base, "search")
+        self.distributions = search_space_to_optuna(self.space)
+        self.trials_dir = Path(cfg.run_dir) / "trials"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        from dogbreed.training import fit
+
+        params = suggest(trial, self.distributions)
+        run_dir = self.trials_dir / f"{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        log.info("trial %d: %s -> %s", trial.number, params, run_dir)
+        pruning = PyTorchLightningPruningCallback(trial, monitor=self.objective.metric)
+        metrics = fit(trial_config(self.base, params, run_dir), extra_callbacks=[pruning])
+        if not metrics:
+            raise RuntimeError(f"trial {trial.number} was interrupted before training ended ({run_dir})")
+        if self.objective.metric not in metrics:
+            raise TuneConfigError(
+                f"trial {trial.number} logged no {self.objective.metric} (tune.objective); "
+                f"it logged {', '.join(sorted(k for k in metrics if '/' in k))}"
+            )
+        for name in ("test/loss", "test/acc", "epochs", "fit_seconds"):
+            if name in metrics:
+                trial.set_user_attr(name, metrics[name])
+        return float(metrics[self.objective.metric])
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_study(cfg: DictConfig) -> optuna.Study:
+    """Run (or resume) the study until it holds `tune.n_trials` finished trials or `tune.timeout` passes."""
+    tune_cfg = cfg.tune
+    n_trials = int(tune_cfg.n_trials)
+    if n_trials < 1:
+        raise TuneConfigError(f"tune.n_trials={n_trials} must be at least 1")
+    n_jobs = int(tune_cfg.get("n_jobs") or 1)
+    runner = TrialRunner(cfg)  # validates the search space before a study is created
+    study = create_study(cfg)
+    done = count_finished(study)
+    if done:
+        log.info("study %s resumed with %d finished trials", study.study_name, done)
+    if done < n_trials:
+        study.optimize(
+            runner,
+            n_trials=n_trials - done,
+            timeout=tune_cfg.get("timeout"),
+            n_jobs=n_jobs,
+            # Several processes or machines on one study stop together once it holds n_trials.
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
+            gc_after_trial=True,
+        )
+    return study
+
+
+def completed(study: optuna.Study) -> Sequence[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -1,0 +1,36 @@
+"""python tune.py backend=local [search=default] [tune.n_trials=20] [overrides]: an Optuna study."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+log = logging.getLogger("tune")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="tune")
+def main(cfg: DictConfig) -> float | None:
+    if cfg.backend.name != "local":
+        raise ValueError(f"backend={cfg.backend.name} is not supported yet")
+    from dogbreed.tuning import run_study
+    from dogbreed.tuning_report import describe_best, write_best, write_plots, write_trials_csv
+
+    run_dir = Path(cfg.run_dir)
+    study = run_study(cfg)
+    summary = describe_best(study)
+    print(summary, flush=True)
+    best_file = write_best(study, run_dir, HydraConfig.get().overrides.task)
+    write_trials_csv(study, run_dir)
+    write_plots(study, run_dir)
+    if best_file:
+        print(f"train with the best values: python train.py $(cat {best_file})", flush=True)
+        return study.best_value
+    return None
+
+
+if __name__ == "__main__":
+    main()
