@@ -1,0 +1,319 @@
+"""Every SageMaker SDK (v2) call of the project: sessions, the training job, the tuning job.
+
+`launch_training(cfg, overrides)` packages this project (train.py, conf/, src/, a requirements file) and
+starts a PyTorch script-mode job whose entry point is the same train.py; the job's hyperparameters are the
+run's Hydra overrides. `dry_run=true` lets the SDK build every request but answers them here, so nothing is
+sent or uploaded and no credentials are needed; the CreateTrainingJob request is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+# What the job needs from the project; the container already has torch and torchvision (never reinstalled).
+SHIPPED = ("train.py", "tune.py", "conf", "src")
+CONTAINER_HAS = {"torch", "torchvision"}
+DRY_RUN_ACCOUNT = "123456789012"
+DRY_RUN_ROLE = f"arn:aws:iam::{DRY_RUN_ACCOUNT}:role/set-backend.role"
+DRY_RUN_BUCKET = "set-backend-bucket"
+# Telemetry is an HTTP call outside boto3 that dry runs and tests must not make.
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+class SageMakerSetupError(RuntimeError):
+    """Something to set before a job can start; the message is one line saying what."""
+
+
+def _sdk():
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    # The SDK's config logger prints to stdout unless configured; keep stdout for the dry-run JSON.
+    config_logger = logging.getLogger("sagemaker.config")
+    if config_logger.level == logging.NOTSET:
+        config_logger.setLevel(logging.WARNING)
+    try:
+        import sagemaker
+    except ImportError as e:
+        raise SageMakerSetupError(
+            "backend=sagemaker needs the SageMaker SDK v2: pip install -e '.[sagemaker]'"
+        ) from e
+    return sagemaker
+
+
+# ----------------------------------------------------------------------------------------------- sessions
+@dataclass
+class DryRun:
+    """Answers every AWS call the SDK makes, records it, sends nothing (botocore before-call events)."""
+
+    bucket: str = DRY_RUN_BUCKET
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+
+    CANNED = {
+        "GetCallerIdentity": {"Account": DRY_RUN_ACCOUNT, "Arn": DRY_RUN_ROLE, "UserId": "dry-run"},
+        "CreateTrainingJob": {
+            "TrainingJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:training-job/x"
+        },
+        "CreateHyperParameterTuningJob": {
+            "HyperParameterTuningJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:tuning-job/x"
+        },
+        "ListObjectsV2": {"KeyCount": 0, "Contents": []},
+    }
+
+    def record(self, params: dict, model: Any, **_: Any) -> None:
+        self.calls.append((model.name, params))
+
+    def answer(self, model: Any, **_: Any) -> tuple[Any, dict]:
+        import datetime
+
+        from botocore.awsrequest import AWSResponse
+
+        parsed = {**self.CANNED.get(model.name, {}), "ResponseMetadata": {"HTTPStatusCode": 200}}
+        if model.name == "ListBuckets":  # the SDK checks that its bucket exists
+            parsed["Buckets"] = [{"Name": self.bucket, "CreationDate": datetime.datetime(2026, 1, 1)}]
+        return AWSResponse(None, 200, {}, None), parsed
+
+    def request(self, operation: str) -> dict:
+        found = [params for name, params in self.calls if name == operation]
+        if not found:
+            raise RuntimeError(f"the SDK made no {operation} call")
+        return found[-1]
+
+
+def make_session(backend: DictConfig, dry_run: DryRun | None = None):
+    """A sagemaker.Session for `backend`; with `dry_run`, one whose AWS calls are all answered locally."""
+    sagemaker = _sdk()
+    import boto3
+
+    region = backend.get("region") or boto3.Session().region_name
+    if dry_run is not None:
+        boto_session = boto3.Session(
+            region_name=region or "us-east-1", aws_access_key_id="dry-run", aws_secret_access_key="dry-run"
+        )
+        boto_session.events.register("before-parameter-build.*.*", dry_run.record)
+        boto_session.events.register("before-call.*.*", dry_run.answer)
+    else:
+        if not region:
+            raise SageMakerSetupError("no AWS region: set backend.region=<region> or AWS_REGION")
+        boto_session = boto3.Session(region_name=region)
+        if boto_session.get_credentials() is None:
+            raise SageMakerSetupError(
+                "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                " (or run aws configure)"
+            )
+    bucket = backend.get("bucket") or (DRY_RUN_BUCKET if dry_run is not None else None)
+    if dry_run is not None:
+        dry_run.bucket = bucket
+    if not bucket:
+        raise SageMakerSetupError("no S3 bucket: set backend.bucket=<bucket> or SAGEMAKER_BUCKET")
+    return sagemaker.Session(boto_session=boto_session, default_bucket=bucket, sagemaker_config=SDK_CONFIG)
+
+
+def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
+    """Validate what AWS would reject late; return the role ARN to use."""
+    role = backend.get("role")
+    if not role:
+        if not dry_run:
+            raise SageMakerSetupError(
+                "no IAM role: set backend.role=arn:aws:iam::<account>:role/<name> or SAGEMAKER_ROLE"
+            )
+        role = DRY_RUN_ROLE
+        log.warning("backend.role is not set: the dry-run request shows %s", role)
+    # botocore's model of the API lists every instance type a training job accepts.
+    client = session.sagemaker_client
+    known = client.meta.service_model.shape_for("TrainingInstanceType").enum
+    if backend.instance_type not in known:
+        family = backend.instance_type.split(".")[1] if backend.instance_type.count(".") == 2 else ""
+        close = sorted(t for t in known if t.split(".")[1] == family)[:6]
+        raise SageMakerSetupError(
+            f"unknown instance type backend.instance_type={backend.instance_type}"
+            + (f" (same family: {', '.join(close)})" if close else " (expected e.g. ml.g4dn.xlarge)")
+        )
+    return role
+
+
+# ------------------------------------------------------------------------------------------ source bundle
+def container_requirements() -> list[str]:
+    """This project's runtime requirements minus what the PyTorch container already has."""
+    keep = []
+    for requirement in metadata.requires("dogbreed") or []:
+        if "extra ==" in requirement:
+            continue
+        name = requirement.split(";")[0].strip()
+        bare = name.split("[")[0]
+        for sep in "<>=!~ ":
+            bare = bare.split(sep)[0]
+        if bare.lower() not in CONTAINER_HAS:
+            keep.append(name)
+    return keep
+
+
+def stage_source(destination: Path) -> Path:
+    """Copy what the job runs (train.py, conf/, src/) and a requirements.txt into `destination`."""
+    destination.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
+    for name in SHIPPED:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=ignore, dirs_exist_ok=True)
+        elif source.is_file():
+            shutil.copy2(source, destination / name)
+    (destination / "requirements.txt").write_text("\n".join(container_requirements()) + "\n")
+    return destination
+
+
+# ------------------------------------------------------------------------------------------------- data
+def data_inputs(cfg: DictConfig, session: Any, dry_run: bool) -> dict[str, str] | None:
+    """The job's channels: configured S3 URIs, or data.root uploaded once (reused later); None: no data."""
+    backend = cfg.backend
+    if backend.get("inputs"):
+        inputs = (
+            OmegaConf.to_container(backend.inputs)
+            if isinstance(backend.inputs, DictConfig)
+            else backend.inputs
+        )
+        channels = {"data": inputs} if isinstance(inputs, str) else dict(inputs)
+        bad = {k: v for k, v in channels.items() if not str(v).startswith("s3://")}
+        if bad:
+            raise SageMakerSetupError(f"backend.inputs must be s3:// URIs, got {bad}")
+        return channels
+    if cfg.data.get("synthetic"):
+        return None  # the container generates the embedded data set itself
+    from dogbreed.data.folders import inspect_layout
+
+    root = Path(cfg.data.root)
+    inspect_layout(root)  # a bad local folder stops here, before anything is uploaded
+    key_prefix = f"{backend.prefix}/data/{root.resolve().name}"
+    uri = f"s3://{session.default_bucket()}/{key_prefix}"
+    if dry_run:
+        log.info("dry run: %s would be uploaded to %s", root, uri)
+    elif session.list_s3_files(session.default_bucket(), key_prefix + "/") and not backend.data_reupload:
+        log.info("reusing the data already in %s (backend.data_reupload=true to refresh it)", uri)
+    else:
+        log.info("uploading %s to %s", root, uri)
+        uri = session.upload_data(str(root), bucket=session.default_bucket(), key_prefix=key_prefix)
+    return {"data": uri}
+
+
+# -------------------------------------------------------------------------------------------- estimator
+def debugger_settings(backend: DictConfig) -> dict[str, Any]:
+    """Estimator keyword arguments for SageMaker Debugger (hook + rules) and the profiler."""
+    from sagemaker.debugger import (
+        CollectionConfig,
+        DebuggerHookConfig,
+        ProfilerConfig,
+        ProfilerRule,
+        Rule,
+        rule_configs,
+    )
+
+    settings: dict[str, Any] = {"debugger_hook_config": False, "disable_profiler": True}
+    debugger = backend.get("debugger") or {}
+    if debugger.get("enabled"):
+        settings["debugger_hook_config"] = DebuggerHookConfig(
+            collection_configs=[
+                CollectionConfig(name=name, parameters={k: str(v) for k, v in params.items()})
+                for name, params in debugger.collections.items()
+            ]
+        )
+        rules = []
+        for name, thresholds in debugger.rules.items():
+            factory = getattr(rule_configs, _snake(name), None)
+            if factory is None:
+                raise SageMakerSetupError(f"backend.debugger.rules: no built-in rule named {name}")
+            parameters = {k: str(v) for k, v in (thresholds or {}).items()}
+            rules.append(Rule.sagemaker(factory(), rule_parameters=parameters))
+        settings["rules"] = rules
+    profiler = backend.get("profiler") or {}
+    if profiler.get("enabled"):
+        settings["disable_profiler"] = False
+        settings["profiler_config"] = ProfilerConfig(
+            system_monitor_interval_millis=int(profiler.system_monitor_interval_millis)
+        )
+        for name in profiler.rules:
+            factory = getattr(rule_configs, name, None)
+            if factory is None:
+                raise SageMakerSetupError(f"backend.profiler.rules: no built-in profiler rule named {name}")
+            settings.setdefault("rules", []).append(ProfilerRule.sagemaker(factory()))
+    return settings
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, role: str, source_dir: Path):
+    """The PyTorch script-mode estimator that runs this project's train.py with this run's overrides."""
+    from sagemaker.pytorch import PyTorch
+
+    backend = cfg.backend
+    bucket = session.default_bucket()
+    checkpoint_s3_uri = backend.get("checkpoint_s3_uri")
+    if backend.spot and not checkpoint_s3_uri:
+        checkpoint_s3_uri = f"s3://{bucket}/{backend.prefix}/checkpoints/{backend.base_job_name}"
+    max_wait = (backend.get("max_wait_s") or 2 * backend.max_run_s) if backend.spot else None
+    return PyTorch(
+        entry_point="train.py",
+        source_dir=str(source_dir),
+        role=role,
+        instance_type=backend.instance_type,
+        instance_count=backend.instance_count,
+        volume_size=backend.volume_size_gb,
+        framework_version=str(backend.framework_version),
+        py_version=backend.py_version,
+        hyperparameters=hyperparameters_from_overrides(overrides),
+        metric_definitions=metric_definitions(),
+        base_job_name=backend.base_job_name,
+        output_path=f"s3://{bucket}/{backend.prefix}/output",
+        code_location=f"s3://{bucket}/{backend.prefix}/code",
+        use_spot_instances=bool(backend.spot),
+        max_run=backend.max_run_s,
+        max_wait=max_wait,
+        checkpoint_s3_uri=checkpoint_s3_uri,
+        tags=[{"Key": str(k), "Value": str(v)} for k, v in (backend.get("tags") or {}).items()],
+        environment={str(k): str(v) for k, v in (backend.get("environment") or {}).items()},
+        sagemaker_session=session,
+        **debugger_settings(backend),
+    )
+
+
+@contextmanager
+def _staged_source() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="dogbreed-source-") as tmp:
+        yield stage_source(Path(tmp) / "source")
+
+
+def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
+    """Start (or, with backend.dry_run, print) the training job; return the CreateTrainingJob request."""
+    backend = cfg.backend
+    dry_run = DryRun() if backend.dry_run else None
+    session = make_session(backend, dry_run)
+    role = check_backend(backend, session, dry_run is not None)
+    inputs = data_inputs(cfg, session, dry_run is not None)
+    with _staged_source() as source_dir:
+        estimator = build_estimator(cfg, overrides, session, role, source_dir)
+        estimator.fit(inputs, wait=bool(backend.wait) and dry_run is None, logs="All")
+    if dry_run is not None:
+        request = dry_run.request("CreateTrainingJob")
+        print(json.dumps(request, indent=2, default=str), flush=True)
+        return request
+    job = estimator.latest_training_job
+    log.info("started training job %s", job.name)
+    print(f"training_job={job.name}", file=sys.stderr)
+    return job.describe()
