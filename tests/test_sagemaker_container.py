@@ -20,7 +20,7 @@ from dogbreed.backends.container import (
     sagemaker_argv,
 )
 from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
-from dogbreed.backends.sagemaker import stage_source
+from dogbreed.backends.source_bundle import stage_source
 from dogbreed.callbacks import METRIC_NAMES
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # the sagemaker-training toolkit's entry point

@@ -11,25 +11,13 @@ from pathlib import Path
 import pytest
 
 from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
-from dogbreed.backends.sagemaker import SageMakerSetupError, container_requirements, launch_training
+from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
+from dogbreed.backends.source_bundle import container_requirements, stage_source
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.training import fit
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import CLOSED_PORT, ROOT, TINY, compose_config
 
 ROLE = "arn:aws:iam::111122223333:role/dogbreed-test"
-CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens: any request that really went out would fail
-
-
-@pytest.fixture
-def no_aws(monkeypatch, tmp_path):
-    """No credentials anywhere, and every AWS endpoint pointed at a closed port."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED_PORT)
-    monkeypatch.setenv("AWS_REGION", "eu-west-1")
 
 
 def decoded(hyperparameters: dict[str, str]) -> dict[str, object]:
@@ -182,7 +170,6 @@ def test_train_py_reports_a_setup_error_in_one_line(tmp_path):
 
 
 def test_source_bundle_holds_the_entry_point_config_and_library(tmp_path):
-    from dogbreed.backends.sagemaker import stage_source
 
     staged = stage_source(tmp_path / "src-bundle")
     assert (staged / "train.py").read_text() == (ROOT / "train.py").read_text()

@@ -11,26 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
+from dogbreed.backends.source_bundle import stage_source
+from dogbreed.callbacks import METRIC_NAMES
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-# What the job needs from the project; the container already has torch and torchvision (never reinstalled).
-SHIPPED = ("train.py", "tune.py", "conf", "src")
-CONTAINER_HAS = {"torch", "torchvision"}
 DRY_RUN_ACCOUNT = "123456789012"
 DRY_RUN_ROLE = f"arn:aws:iam::{DRY_RUN_ACCOUNT}:role/set-backend.role"
 DRY_RUN_BUCKET = "set-backend-bucket"
@@ -146,36 +142,6 @@ def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
             + (f" (same family: {', '.join(close)})" if close else " (expected e.g. ml.g4dn.xlarge)")
         )
     return role
-
-
-# ------------------------------------------------------------------------------------------ source bundle
-def container_requirements() -> list[str]:
-    """This project's runtime requirements minus what the PyTorch container already has."""
-    keep = []
-    for requirement in metadata.requires("dogbreed") or []:
-        if "extra ==" in requirement:
-            continue
-        name = requirement.split(";")[0].strip()
-        bare = name.split("[")[0]
-        for sep in "<>=!~ ":
-            bare = bare.split(sep)[0]
-        if bare.lower() not in CONTAINER_HAS:
-            keep.append(name)
-    return keep
-
-
-def stage_source(destination: Path) -> Path:
-    """Copy what the job runs (train.py, conf/, src/) and a requirements.txt into `destination`."""
-    destination.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
-    for name in SHIPPED:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=ignore, dirs_exist_ok=True)
-        elif source.is_file():
-            shutil.copy2(source, destination / name)
-    (destination / "requirements.txt").write_text("\n".join(container_requirements()) + "\n")
-    return destination
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -317,3 +283,138 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     log.info("started training job %s", job.name)
     print(f"training_job={job.name}", file=sys.stderr)
     return job.describe()
+
+
+# ----------------------------------------------------------------------------------------------- tuning
+def search_space_to_sagemaker(space: dict[str, dict]) -> dict[str, Any]:
+    """{override key: {type: float|int|categorical, low, high, log, choices}} -> SageMaker ranges."""
+    _sdk()
+    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+
+    ranges: dict[str, Any] = {}
+    for key, spec in space.items():
+        spec = dict(spec or {})
+        kind = spec.get("type")
+        try:
+            if kind == "categorical":
+                ranges[key] = CategoricalParameter([_hyperparameter_text(c) for c in spec["choices"]])
+            elif kind in ("float", "int"):
+                low, high = spec["low"], spec["high"]
+                if not low < high:
+                    raise ValueError(f"low={low} must be below high={high}")
+                scaling = "Logarithmic" if spec.get("log") else "Linear"
+                parameter = ContinuousParameter if kind == "float" else IntegerParameter
+                ranges[key] = parameter(low, high, scaling_type=scaling)
+            else:
+                raise ValueError(f"type must be float, int or categorical, got {kind!r}")
+        except (KeyError, ValueError, TypeError) as e:
+            missing = f"missing {e}" if isinstance(e, KeyError) else str(e)
+            raise SageMakerSetupError(f"search space entry {key}: {missing}") from None
+    return ranges
+
+
+def _hyperparameter_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def build_tuner(
+    cfg: DictConfig, overrides: Sequence[str], space: dict, session: Any, role: str, source: Path
+):
+    """A HyperparameterTuner around the training estimator; tuned keys leave the job's static overrides."""
+    from sagemaker.tuner import HyperbandStrategyConfig, HyperparameterTuner, StrategyConfig
+
+    tuning = cfg.backend.tuning
+    if tuning.objective not in METRIC_NAMES:
+        raise SageMakerSetupError(
+            f"backend.tuning.objective={tuning.objective} is not a metric train.py prints: "
+            + ", ".join(METRIC_NAMES)
+        )
+    if tuning.direction not in ("minimize", "maximize"):
+        raise SageMakerSetupError(
+            f"backend.tuning.direction must be minimize or maximize, got {tuning.direction}"
+        )
+    ranges = search_space_to_sagemaker(space)
+    static = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ranges]
+    estimator = build_estimator(cfg, static, session, role, source)
+    strategy_config, early_stopping = None, tuning.early_stopping
+    if tuning.strategy == "Hyperband":
+        strategy_config = StrategyConfig(
+            HyperbandStrategyConfig(
+                min_resource=int(tuning.hyperband.min_resource),
+                max_resource=int(tuning.hyperband.max_resource),
+            )
+        )
+        early_stopping = "Off"  # Hyperband's own early stopping replaces SageMaker's
+    elif tuning.strategy not in ("Bayesian", "Random"):
+        raise SageMakerSetupError(
+            f"backend.tuning.strategy must be Bayesian, Random or Hyperband: {tuning.strategy}"
+        )
+    return HyperparameterTuner(
+        estimator,
+        objective_metric_name=tuning.objective,
+        hyperparameter_ranges=ranges,
+        metric_definitions=metric_definitions(),
+        strategy=tuning.strategy,
+        strategy_config=strategy_config,
+        objective_type=tuning.direction.capitalize(),
+        max_jobs=int(tuning.max_jobs),
+        max_parallel_jobs=int(tuning.max_parallel_jobs),
+        early_stopping_type=early_stopping,
+        base_tuning_job_name=_tuning_job_prefix(cfg.backend.base_job_name),
+        tags=[{"Key": str(k), "Value": str(v)} for k, v in (cfg.backend.get("tags") or {}).items()],
+    )
+
+
+def _tuning_job_prefix(name: str) -> str:
+    return name[:20]  # the SDK appends a timestamp; tuning job names are capped at 32 characters
+
+
+def best_params(session: Any, tuning_job_name: str) -> tuple[str, list[str]]:
+    """The best training job of a finished tuning job and its tuned values as Hydra overrides."""
+    described = session.sagemaker_client.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=tuning_job_name
+    )
+    best = described.get("BestTrainingJob")
+    if not best:
+        raise SageMakerSetupError(f"tuning job {tuning_job_name} has no best training job (yet)")
+    overrides = [f"{key}={_decoded(value)}" for key, value in sorted(best["TunedHyperParameters"].items())]
+    return best["TrainingJobName"], overrides
+
+
+def _decoded(value: str) -> str:
+    try:  # the SDK JSON-encodes categorical values for framework estimators
+        decoded = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
+def write_best_params(path: Path, job_name: str, overrides: Sequence[str]) -> Path:
+    """best_params.yaml: a YAML list of Hydra overrides (`python train.py $(...)` or merged by tune.py)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# best training job: {job_name}\n" + OmegaConf.to_yaml(list(overrides)))
+    return path
+
+
+def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dict:
+    """Start (or print, with backend.dry_run) the tuning job; after backend.wait, write best_params.yaml."""
+    backend = cfg.backend
+    dry_run = DryRun() if backend.dry_run else None
+    session = make_session(backend, dry_run)
+    role = check_backend(backend, session, dry_run is not None)
+    inputs = data_inputs(cfg, session, dry_run is not None)
+    with _staged_source() as source_dir:
+        tuner = build_tuner(cfg, overrides, space, session, role, source_dir)
+        tuner.fit(inputs, wait=False)
+    if dry_run is not None:
+        request = dry_run.request("CreateHyperParameterTuningJob")
+        print(json.dumps(request, indent=2, default=str), flush=True)
+        return request
+    name = tuner.latest_tuning_job.name
+    print(f"tuning_job={name}", file=sys.stderr)
+    if backend.wait:
+        tuner.wait()
+        job, best = best_params(session, name)
+        path = write_best_params(Path(cfg.run_dir) / backend.tuning.best_params_file, job, best)
+        log.info("best training job %s: %s (written to %s)", job, " ".join(best), path)
+    return session.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
