@@ -11,7 +11,7 @@ from torch import nn
 from dogbreed.backends.sagemaker import launch_training
 from dogbreed.backends.smdebug_hook import debugger_callbacks, trainable_modules
 from dogbreed.network import build_network
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 
 
 def test_dry_run_request_has_debugger_hook_rules_and_profiler(no_aws, tmp_path):
@@ -72,3 +72,49 @@ def test_without_smdebug_the_job_says_so_once_and_trains_on(tmp_path, caplog):
         assert debugger_callbacks(tmp_path) == []
     assert [r.message for r in caplog.records if "smdebug cannot be imported" in r.message]
     assert debugger_callbacks(tmp_path / "no-config") == []
+
+
+@pytest.mark.slow
+def test_smdebug_hook_writes_losses_and_gradients_with_a_frozen_backbone(shapes3, tmp_path):
+    pytest.importorskip("smdebug", reason="the smdebug extra is not installed")
+    from smdebug.trials import create_trial
+
+    from dogbreed.training import fit
+
+    config = tmp_path / "job" / "input" / "config"
+    config.mkdir(parents=True)
+    tensors = tmp_path / "tensors"
+    (config / "debughookconfig.json").write_text(
+        json.dumps(
+            {  # as SageMaker writes the estimator's DebuggerHookConfig into the job
+                "LocalPath": str(tensors),
+                "S3OutputPath": "s3://b/debug-output",
+                "CollectionConfigurations": [
+                    {"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}},
+                    {"CollectionName": "gradients", "CollectionParameters": {"save_interval": "1"}},
+                ],
+            }
+        )
+    )
+    callbacks = debugger_callbacks(tmp_path / "job")
+    assert len(callbacks) == 1
+    overrides = [
+        *TINY,
+        f"data.root={shapes3}",
+        "data.images_per_class=8",
+        "trainer.max_epochs=1",
+        "export=false",
+    ]
+    # model.freeze=layer4: the stem and layers 1-3 are frozen, the case that crashes unrestricted hooks.
+    fit(compose_config(tmp_path / "run", [*overrides, "model.freeze=layer4"]), extra_callbacks=callbacks)
+
+    trial = create_trial(str(tensors))
+    losses = trial.tensor_names(collection="losses")
+    gradients = trial.tensor_names(collection="gradients")
+    assert losses and gradients
+    loss = trial.tensor(losses[0])
+    assert all(float(loss.value(step)) > 0 for step in loss.steps())
+    # Only the trainable blocks (layer4 and the head, registered on their own) have gradients saved.
+    assert not [name for name in gradients if "layer1" in name or name.startswith("gradient/ResNet")]
+    layer4_parameters = sum(1 for _ in build_network("resnet18", 3, None, None, 0.0).layer4.parameters())
+    assert len(gradients) >= layer4_parameters

@@ -44,6 +44,7 @@ def _sdk():
     config_logger = logging.getLogger("sagemaker.config")
     if config_logger.level == logging.NOTSET:
         config_logger.setLevel(logging.WARNING)
+    logging.getLogger("sagemaker.telemetry").setLevel(logging.WARNING)  # opted out; its notice is noise
     try:
         import sagemaker
     except ImportError as e:
@@ -259,6 +260,17 @@ def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, rol
     )
 
 
+def _show_request(cfg: DictConfig, request: dict, file_name: str) -> dict:
+    """Print the request JSON and keep it in the run directory (stdout also carries Hydra's log lines)."""
+    text = json.dumps(request, indent=2, default=str)
+    print(text, flush=True)
+    path = Path(cfg.run_dir) / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    log.info("dry run: nothing was sent; the request is in %s", path)
+    return request
+
+
 @contextmanager
 def _staged_source() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="dogbreed-source-") as tmp:
@@ -276,9 +288,7 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         estimator = build_estimator(cfg, overrides, session, role, source_dir)
         estimator.fit(inputs, wait=bool(backend.wait) and dry_run is None, logs="All")
     if dry_run is not None:
-        request = dry_run.request("CreateTrainingJob")
-        print(json.dumps(request, indent=2, default=str), flush=True)
-        return request
+        return _show_request(cfg, dry_run.request("CreateTrainingJob"), "training_job_request.json")
     job = estimator.latest_training_job
     log.info("started training job %s", job.name)
     print(f"training_job={job.name}", file=sys.stderr)
@@ -407,9 +417,7 @@ def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dic
         tuner = build_tuner(cfg, overrides, space, session, role, source_dir)
         tuner.fit(inputs, wait=False)
     if dry_run is not None:
-        request = dry_run.request("CreateHyperParameterTuningJob")
-        print(json.dumps(request, indent=2, default=str), flush=True)
-        return request
+        return _show_request(cfg, dry_run.request("CreateHyperParameterTuningJob"), "tuning_job_request.json")
     name = tuner.latest_tuning_job.name
     print(f"tuning_job={name}", file=sys.stderr)
     if backend.wait:
