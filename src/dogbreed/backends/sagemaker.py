@@ -193,19 +193,23 @@ def debugger_settings(backend: DictConfig) -> dict[str, Any]:
     settings: dict[str, Any] = {"debugger_hook_config": False, "disable_profiler": True}
     debugger = backend.get("debugger") or {}
     if debugger.get("enabled"):
-        settings["debugger_hook_config"] = DebuggerHookConfig(
-            collection_configs=[
-                CollectionConfig(name=name, parameters={k: str(v) for k, v in params.items()})
-                for name, params in debugger.collections.items()
-            ]
-        )
+        collections = {
+            name: CollectionConfig(name=name, parameters={k: str(v) for k, v in params.items()})
+            for name, params in debugger.collections.items()
+        }
+        settings["debugger_hook_config"] = DebuggerHookConfig(collection_configs=list(collections.values()))
         rules = []
         for name, thresholds in debugger.rules.items():
             factory = getattr(rule_configs, _snake(name), None)
             if factory is None:
                 raise SageMakerSetupError(f"backend.debugger.rules: no built-in rule named {name}")
+            base = factory()
+            # A rule brings its own collection settings (e.g. gradients every 500 steps); the SDK merges them
+            # with the hook's through a set, so either could win. Give the rule ours for the same collection.
+            wanted = [c["CollectionName"] for c in base.get("CollectionConfigurations", [])]
+            ours = [collections[c] for c in wanted if c in collections] or None
             parameters = {k: str(v) for k, v in (thresholds or {}).items()}
-            rules.append(Rule.sagemaker(factory(), rule_parameters=parameters))
+            rules.append(Rule.sagemaker(base, rule_parameters=parameters, collections_to_save=ours))
         settings["rules"] = rules
     profiler = backend.get("profiler") or {}
     if profiler.get("enabled"):
