@@ -15,21 +15,18 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.backends.dry_run import DRY_RUN_BUCKET, DRY_RUN_ROLE, DryRun, show_request
 from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
 from dogbreed.backends.source_bundle import stage_source
 from dogbreed.callbacks import METRIC_NAMES
 
 log = logging.getLogger(__name__)
 
-DRY_RUN_ACCOUNT = "123456789012"
-DRY_RUN_ROLE = f"arn:aws:iam::{DRY_RUN_ACCOUNT}:role/set-backend.role"
-DRY_RUN_BUCKET = "set-backend-bucket"
 # Telemetry is an HTTP call outside boto3 that dry runs and tests must not make.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
@@ -55,44 +52,6 @@ def _sdk():
 
 
 # ----------------------------------------------------------------------------------------------- sessions
-@dataclass
-class DryRun:
-    """Answers every AWS call the SDK makes, records it, sends nothing (botocore before-call events)."""
-
-    bucket: str = DRY_RUN_BUCKET
-    calls: list[tuple[str, dict]] = field(default_factory=list)
-
-    CANNED = {
-        "GetCallerIdentity": {"Account": DRY_RUN_ACCOUNT, "Arn": DRY_RUN_ROLE, "UserId": "dry-run"},
-        "CreateTrainingJob": {
-            "TrainingJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:training-job/x"
-        },
-        "CreateHyperParameterTuningJob": {
-            "HyperParameterTuningJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:tuning-job/x"
-        },
-        "ListObjectsV2": {"KeyCount": 0, "Contents": []},
-    }
-
-    def record(self, params: dict, model: Any, **_: Any) -> None:
-        self.calls.append((model.name, params))
-
-    def answer(self, model: Any, **_: Any) -> tuple[Any, dict]:
-        import datetime
-
-        from botocore.awsrequest import AWSResponse
-
-        parsed = {**self.CANNED.get(model.name, {}), "ResponseMetadata": {"HTTPStatusCode": 200}}
-        if model.name == "ListBuckets":  # the SDK checks that its bucket exists
-            parsed["Buckets"] = [{"Name": self.bucket, "CreationDate": datetime.datetime(2026, 1, 1)}]
-        return AWSResponse(None, 200, {}, None), parsed
-
-    def request(self, operation: str) -> dict:
-        found = [params for name, params in self.calls if name == operation]
-        if not found:
-            raise RuntimeError(f"the SDK made no {operation} call")
-        return found[-1]
-
-
 def make_session(backend: DictConfig, dry_run: DryRun | None = None):
     """A sagemaker.Session for `backend`; with `dry_run`, one whose AWS calls are all answered locally."""
     sagemaker = _sdk()
@@ -264,17 +223,6 @@ def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, rol
     )
 
 
-def _show_request(cfg: DictConfig, request: dict, file_name: str) -> dict:
-    """Print the request JSON and keep it in the run directory (stdout also carries Hydra's log lines)."""
-    text = json.dumps(request, indent=2, default=str)
-    print(text, flush=True)
-    path = Path(cfg.run_dir) / file_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    log.info("dry run: nothing was sent; the request is in %s", path)
-    return request
-
-
 @contextmanager
 def _staged_source() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="dogbreed-source-") as tmp:
@@ -292,7 +240,7 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         estimator = build_estimator(cfg, overrides, session, role, source_dir)
         estimator.fit(inputs, wait=bool(backend.wait) and dry_run is None, logs="All")
     if dry_run is not None:
-        return _show_request(cfg, dry_run.request("CreateTrainingJob"), "training_job_request.json")
+        return show_request(cfg.run_dir, dry_run.request("CreateTrainingJob"), "training_job_request.json")
     job = estimator.latest_training_job
     log.info("started training job %s", job.name)
     print(f"training_job={job.name}", file=sys.stderr)
@@ -421,7 +369,9 @@ def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dic
         tuner = build_tuner(cfg, overrides, space, session, role, source_dir)
         tuner.fit(inputs, wait=False)
     if dry_run is not None:
-        return _show_request(cfg, dry_run.request("CreateHyperParameterTuningJob"), "tuning_job_request.json")
+        return show_request(
+            cfg.run_dir, dry_run.request("CreateHyperParameterTuningJob"), "tuning_job_request.json"
+        )
     name = tuner.latest_tuning_job.name
     print(f"tuning_job={name}", file=sys.stderr)
     if backend.wait:
