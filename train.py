@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
+
+if "SM_TRAINING_ENV" in os.environ or "SM_MODEL_DIR" in os.environ:
+    # Inside a SageMaker job the project arrives as source (train.py, conf/, src/), not pip-installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     if cfg.backend.name == "local":
+        from dogbreed.backends.container import container_callbacks
         from dogbreed.training import fit
 
-        metrics = fit(cfg)
+        metrics = fit(cfg, extra_callbacks=container_callbacks())
         return metrics.get("val/loss")
+    if cfg.backend.name == "sagemaker":
+        from hydra.core.hydra_config import HydraConfig
+
+        from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
+
+        try:
+            launch_training(cfg, HydraConfig.get().overrides.task)
+        except SageMakerSetupError as e:
+            raise SystemExit(f"error: {e}") from None
+        return None
     raise ValueError(f"backend={cfg.backend.name} is not supported yet")
 
 
 if __name__ == "__main__":
+    from dogbreed.backends.container import sagemaker_argv
+
+    sys.argv = sagemaker_argv(sys.argv, os.environ)
     main()

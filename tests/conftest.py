@@ -61,3 +61,18 @@ def trained_run(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     run_dir = tmp_path_factory.mktemp("run")
     fit(compose_config(run_dir, [*TINY, f"data.root={shapes3}", "trainer.max_epochs=4"]))
     return run_dir
+
+
+CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens: any AWS request that really went out would fail
+
+
+@pytest.fixture
+def no_aws(monkeypatch, tmp_path):
+    """No credentials anywhere, and every AWS endpoint pointed at a closed port."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED_PORT)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")

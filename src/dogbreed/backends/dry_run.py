@@ -1,0 +1,67 @@
+"""Dry runs: the SageMaker SDK builds every request as usual, and botocore events answer them locally.
+
+`before-parameter-build` records each call's parameters and `before-call` returns a canned response, so
+nothing is sent, nothing is uploaded and no credentials are needed (the mechanism botocore's Stubber uses).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DRY_RUN_ACCOUNT = "123456789012"
+DRY_RUN_ROLE = f"arn:aws:iam::{DRY_RUN_ACCOUNT}:role/set-backend.role"
+DRY_RUN_BUCKET = "set-backend-bucket"
+
+
+@dataclass
+class DryRun:
+    """Answers every AWS call the SDK makes, records it, sends nothing (botocore before-call events)."""
+
+    bucket: str = DRY_RUN_BUCKET
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+
+    CANNED = {
+        "GetCallerIdentity": {"Account": DRY_RUN_ACCOUNT, "Arn": DRY_RUN_ROLE, "UserId": "dry-run"},
+        "CreateTrainingJob": {
+            "TrainingJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:training-job/x"
+        },
+        "CreateHyperParameterTuningJob": {
+            "HyperParameterTuningJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:tuning-job/x"
+        },
+        "ListObjectsV2": {"KeyCount": 0, "Contents": []},
+    }
+
+    def record(self, params: dict, model: Any, **_: Any) -> None:
+        self.calls.append((model.name, params))
+
+    def answer(self, model: Any, **_: Any) -> tuple[Any, dict]:
+        from botocore.awsrequest import AWSResponse
+
+        parsed = {**self.CANNED.get(model.name, {}), "ResponseMetadata": {"HTTPStatusCode": 200}}
+        if model.name == "ListBuckets":  # the SDK checks that its bucket exists
+            parsed["Buckets"] = [{"Name": self.bucket, "CreationDate": datetime.datetime(2026, 1, 1)}]
+        return AWSResponse(None, 200, {}, None), parsed
+
+    def request(self, operation: str) -> dict:
+        found = [params for name, params in self.calls if name == operation]
+        if not found:
+            raise RuntimeError(f"the SDK made no {operation} call")
+        return found[-1]
+
+
+def show_request(run_dir: str | Path, request: dict, file_name: str) -> dict:
+    """Print the request JSON and keep it in the run directory (stdout also carries Hydra's log lines)."""
+    text = json.dumps(request, indent=2, default=str)
+    print(text, flush=True)
+    path = Path(run_dir) / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    log.info("dry run: nothing was sent; the request is in %s", path)
+    return request

@@ -1,0 +1,137 @@
+"""train.py inside a SageMaker job: argv and SM_* -> Hydra overrides, and a real run through the toolkit."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreed.backends.container import (
+    ChannelLayoutError,
+    argv_to_overrides,
+    container_overrides,
+    data_root_from_channels,
+    sagemaker_argv,
+)
+from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
+from dogbreed.backends.source_bundle import stage_source
+from dogbreed.callbacks import METRIC_NAMES
+
+TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # the sagemaker-training toolkit's entry point
+
+
+def test_script_mode_argv_becomes_hydra_overrides():
+    hyperparameters = hyperparameters_from_overrides(["model.lr=3e-4", "+trainer.x=[1,2]", "~logger"])
+    argv = [arg for key, value in hyperparameters.items() for arg in (f"--{key}", value)]
+    assert argv_to_overrides(argv) == ["model.lr=3e-4", "+trainer.x=[1,2]", "~logger"]
+    assert argv_to_overrides(["--a.b=1", "c=2"]) == ["a.b=1", "c=2"]
+    with pytest.raises(ValueError, match="--model.lr has no value"):
+        argv_to_overrides(["--model.lr"])
+
+
+def test_outside_sagemaker_argv_is_untouched():
+    assert sagemaker_argv(["train.py", "--x", "1"], environ={}) == ["train.py", "--x", "1"]
+
+
+def test_channels_named_after_the_splits_give_their_parent(tmp_path):
+    env = {f"SM_CHANNEL_{s.upper()}": str(tmp_path / "data" / s) for s in ("train", "valid", "test")}
+    assert data_root_from_channels(env) == tmp_path / "data"
+
+
+def test_one_channel_holding_the_splits_or_a_folder_of_them(tmp_path):
+    for split in ("train", "valid", "test"):
+        (tmp_path / "data" / "dogImages" / split).mkdir(parents=True)
+    assert (
+        data_root_from_channels({"SM_CHANNEL_DATA": str(tmp_path / "data")})
+        == tmp_path / "data" / "dogImages"
+    )
+    nested = tmp_path / "data" / "dogImages"
+    assert data_root_from_channels({"SM_CHANNEL_TRAINING": str(nested)}) == nested
+    with pytest.raises(ChannelLayoutError, match=r"\['a', 'b'\]"):
+        data_root_from_channels({"SM_CHANNEL_A": "/x", "SM_CHANNEL_B": "/y"})
+
+
+def test_container_places_outputs_and_resumes_from_a_synced_checkpoint(tmp_path):
+    env = {"SAGEMAKER_BASE_DIR": str(tmp_path), "SM_MODEL_DIR": str(tmp_path / "model")}
+    placed = dict(o.split("=", 1) for o in container_overrides(["trainer.enable_progress_bar=true"], env))
+    assert placed["backend"] == "local" and placed["model_dir"] == str(tmp_path / "model")
+    assert placed["callbacks.last_checkpoint.dirpath"] == str(tmp_path / "checkpoints")
+    assert "trainer.enable_progress_bar" not in placed and "ckpt_path" not in placed
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    placed = dict(o.split("=", 1) for o in container_overrides([], env))
+    assert placed["ckpt_path"] == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
+def fake_opt_ml(base: Path, data: Path, hyperparameters: dict[str, str], source: Path) -> dict[str, str]:
+    """/opt/ml as SageMaker lays it out for a job, with the data as train/valid/test channels."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    write_hyperparameters(base, hyperparameters, source)
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "localhost", "hosts": ["localhost"], "network_interface_name": "lo"})
+    )
+    channels = ("train", "valid", "test")
+    (config / "inputdataconfig.json").write_text(
+        json.dumps({c: {"TrainingInputMode": "File"} for c in channels})
+    )
+    for channel in channels:
+        shutil.copytree(data / channel, base / "input" / "data" / channel)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "PYTHONPATH"))}
+    return {**env, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
+
+
+def write_hyperparameters(base: Path, hyperparameters: dict[str, str], source: Path) -> None:
+    # SageMaker's hyperparameters.json holds JSON-encoded strings, as the SDK sends them.
+    encoded = {k: json.dumps(v) for k, v in hyperparameters.items()}
+    encoded.update(
+        sagemaker_program=json.dumps("train.py"), sagemaker_submit_directory=json.dumps(str(source))
+    )
+    (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(encoded))
+
+
+def run_toolkit(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TOOLKIT_TRAIN)], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TOOLKIT_TRAIN.exists(), reason="sagemaker-training toolkit not installed")
+def test_train_py_runs_as_a_sagemaker_job_and_resumes_after_interruption(shapes3, tmp_path):
+    job_overrides = [
+        "model=resnet18", "model.weights=null", "model.freeze=all", "data.image_size=32",
+        "data.batch_size=16", "data.num_workers=0", "data.images_per_class=8", "trainer.accelerator=cpu",
+        "trainer.max_epochs=1", "trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    base = tmp_path / "opt_ml"
+    source = stage_source(tmp_path / "source")  # exactly what the launcher ships
+    env = fake_opt_ml(base, shapes3, hyperparameters_from_overrides(job_overrides), source)
+
+    first = run_toolkit(env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (base / "model" / "weights.pt").is_file() and (base / "model" / "model.json").is_file()
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["num_classes"] == 3
+    assert (base / "checkpoints" / "last.ckpt").is_file()
+    printed = {}
+    for definition in metric_definitions():
+        values = re.findall(definition["Regex"], first.stdout)
+        if values:
+            printed[definition["Name"]] = float(values[-1])
+    assert {"val/acc", "val/loss", "test/acc"} <= set(printed) <= set(METRIC_NAMES)
+    assert printed["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-5)
+
+    # A spot interruption: the job restarts with the synced checkpoints and more epochs to go.
+    more_epochs = [o for o in job_overrides if not o.startswith("trainer.max_epochs")] + [
+        "trainer.max_epochs=2"
+    ]
+    write_hyperparameters(base, hyperparameters_from_overrides(more_epochs), source)
+    second = run_toolkit(env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"ckpt_path={base / 'checkpoints' / 'last.ckpt'}" in second.stdout
+    assert json.loads((base / "output" / "data" / "metrics.json").read_text())["epochs"] == 2

@@ -1,0 +1,120 @@
+"""SageMaker Debugger and profiler: the request sections, and the hook side inside the job."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from torch import nn
+
+from dogbreed.backends.sagemaker import launch_training
+from dogbreed.backends.smdebug_hook import debugger_callbacks, trainable_modules
+from dogbreed.network import build_network
+from tests.conftest import TINY, compose_config
+
+
+def test_dry_run_request_has_debugger_hook_rules_and_profiler(no_aws, tmp_path):
+    overrides = [
+        "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "backend.debugger.enabled=true",
+        "backend.profiler.enabled=true", "backend.debugger.rules.VanishingGradient.threshold=0.0001",
+        "backend.debugger.collections.gradients.save_interval=50",
+    ]  # fmt: skip
+    request = launch_training(compose_config(tmp_path, overrides), overrides)
+
+    hook = request["DebugHookConfig"]
+    assert hook["S3OutputPath"].startswith("s3://set-backend-bucket/dogbreed/output")
+    collections = {
+        c["CollectionName"]: c.get("CollectionParameters", {}) for c in hook["CollectionConfigurations"]
+    }
+    assert {"losses", "gradients", "weights", "biases"} <= set(collections)
+    assert collections["gradients"]["save_interval"] == "50"
+    rules = {r["RuleConfigurationName"]: r["RuleParameters"] for r in request["DebugRuleConfigurations"]}
+    expected = {
+        "VanishingGradient",
+        "Overfit",
+        "Overtraining",
+        "PoorWeightInitialization",
+        "LossNotDecreasing",
+    }
+    assert set(rules) == expected
+    assert rules["VanishingGradient"]["threshold"] == "0.0001"
+    assert rules["LossNotDecreasing"]["num_steps"] == "10"
+    assert all(r["RuleEvaluatorImage"] for r in request["DebugRuleConfigurations"])
+
+    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    profiler_rules = {r["RuleConfigurationName"] for r in request["ProfilerRuleConfigurations"]}
+    assert {"ProfilerReport", "LowGPUUtilization", "CPUBottleneck"} <= profiler_rules
+
+
+def test_only_trainable_modules_are_hooked_with_a_frozen_backbone():
+    net = build_network("resnet18", 3, None, None, 0.0)
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad = name.startswith(("layer4", "fc"))
+    hooked = trainable_modules(net)
+    assert hooked == [net.layer4, net.fc]
+    assert all(p.requires_grad for m in hooked for p in m.parameters())
+    everything = nn.Sequential(nn.Linear(2, 2))
+    assert trainable_modules(everything) == [everything]
+
+
+def test_without_smdebug_the_job_says_so_once_and_trains_on(tmp_path, caplog):
+    try:
+        import smdebug  # noqa: F401
+
+        pytest.skip("smdebug is installed here")
+    except ImportError:
+        pass
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "debughookconfig.json").write_text(json.dumps({"LocalPath": str(tmp_path / "tensors")}))
+    with caplog.at_level(logging.WARNING):
+        assert debugger_callbacks(tmp_path) == []
+    assert [r.message for r in caplog.records if "smdebug cannot be imported" in r.message]
+    assert debugger_callbacks(tmp_path / "no-config") == []
+
+
+@pytest.mark.slow
+def test_smdebug_hook_writes_losses_and_gradients_with_a_frozen_backbone(shapes3, tmp_path):
+    pytest.importorskip("smdebug", reason="the smdebug extra is not installed")
+    from smdebug.trials import create_trial
+
+    from dogbreed.training import fit
+
+    config = tmp_path / "job" / "input" / "config"
+    config.mkdir(parents=True)
+    tensors = tmp_path / "tensors"
+    (config / "debughookconfig.json").write_text(
+        json.dumps(
+            {  # as SageMaker writes the estimator's DebuggerHookConfig into the job
+                "LocalPath": str(tensors),
+                "S3OutputPath": "s3://b/debug-output",
+                "CollectionConfigurations": [
+                    {"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}},
+                    {"CollectionName": "gradients", "CollectionParameters": {"save_interval": "1"}},
+                ],
+            }
+        )
+    )
+    callbacks = debugger_callbacks(tmp_path / "job")
+    assert len(callbacks) == 1
+    overrides = [
+        *TINY,
+        f"data.root={shapes3}",
+        "data.images_per_class=8",
+        "trainer.max_epochs=1",
+        "export=false",
+    ]
+    # model.freeze=layer4: the stem and layers 1-3 are frozen, the case that crashes unrestricted hooks.
+    fit(compose_config(tmp_path / "run", [*overrides, "model.freeze=layer4"]), extra_callbacks=callbacks)
+
+    trial = create_trial(str(tensors))
+    losses = trial.tensor_names(collection="losses")
+    gradients = trial.tensor_names(collection="gradients")
+    assert losses and gradients
+    loss = trial.tensor(losses[0])
+    assert all(float(loss.value(step)) > 0 for step in loss.steps())
+    # Only the trainable blocks (layer4 and the head, registered on their own) have gradients saved.
+    assert not [name for name in gradients if "layer1" in name or name.startswith("gradient/ResNet")]
+    layer4_parameters = sum(1 for _ in build_network("resnet18", 3, None, None, 0.0).layer4.parameters())
+    assert len(gradients) >= layer4_parameters
