@@ -14,8 +14,25 @@ log = logging.getLogger("tune")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="tune")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.backend.name == "sagemaker":
+        # The same conf/search file becomes the tuning job's parameter ranges.
+        from omegaconf import OmegaConf
+
+        from dogbreed.backends.sagemaker import SageMakerSetupError, launch_tuning
+        from dogbreed.tuning import objective_of
+
+        # One objective for both tuners: tune.objective/direction decide the SageMaker job's too.
+        objective = objective_of(cfg.tune)
+        cfg.backend.tuning.objective, cfg.backend.tuning.direction = objective.metric, objective.direction
+        try:
+            launch_tuning(
+                cfg, HydraConfig.get().overrides.task, OmegaConf.to_container(cfg.search, resolve=True)
+            )
+        except SageMakerSetupError as e:
+            raise SystemExit(f"error: {e}") from None
+        return None
     if cfg.backend.name != "local":
-        raise ValueError(f"backend={cfg.backend.name} is not supported yet")
+        raise ValueError(f"backend={cfg.backend.name} is not supported")
     from dogbreed.tuning import run_study
     from dogbreed.tuning_report import describe_best, write_best, write_plots, write_trials_csv
 

@@ -133,3 +133,33 @@ def test_best_training_job_becomes_overrides_train_py_takes(no_aws, monkeypatch,
     read_back = OmegaConf.to_container(OmegaConf.load(path))
     cfg = compose_config(tmp_path, read_back)  # train.py accepts them as they are
     assert cfg.model.lr == pytest.approx(0.00031) and cfg.model.freeze == "layer4"
+
+
+def test_tune_py_backend_sagemaker_dry_run_uses_the_search_file_and_the_local_objective(no_aws, tmp_path):
+    # The real entry point, as a user runs it: one search file and one objective for both tuners.
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    run_dir = tmp_path / "tune"
+    result = subprocess.run(
+        [
+            sys.executable, "tune.py", "backend=sagemaker", "backend.dry_run=true", "data=embedded",
+            "tune.objective=val/loss", f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    request = json.loads((run_dir / "tuning_job_request.json").read_text())
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "val/loss"}
+    ranges = config["ParameterRanges"]
+    lr = next(r for r in ranges["ContinuousParameterRanges"] if r["Name"] == "model.lr")
+    assert (lr["MinValue"], lr["MaxValue"], lr["ScalingType"]) == ("1e-05", "0.1", "Logarithmic")
+    assert [r["Name"] for r in ranges["IntegerParameterRanges"]] == ["trainer.max_epochs"]
+    metric_names = {
+        m["Name"] for m in request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
+    }
+    assert "val/loss" in metric_names
