@@ -229,13 +229,18 @@ def _staged_source() -> Iterator[Path]:
         yield stage_source(Path(tmp) / "source")
 
 
+def _prepare_job(cfg: DictConfig) -> tuple[DryRun | None, Any, str, Any]:
+    """What every job needs first: the dry-run recorder (if any), a session, the checked role, the data."""
+    dry_run = DryRun() if cfg.backend.dry_run else None
+    session = make_session(cfg.backend, dry_run)
+    role = check_backend(cfg.backend, session, dry_run is not None)
+    return dry_run, session, role, data_inputs(cfg, session, dry_run is not None)
+
+
 def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """Start (or, with backend.dry_run, print) the training job; return the CreateTrainingJob request."""
     backend = cfg.backend
-    dry_run = DryRun() if backend.dry_run else None
-    session = make_session(backend, dry_run)
-    role = check_backend(backend, session, dry_run is not None)
-    inputs = data_inputs(cfg, session, dry_run is not None)
+    dry_run, session, role, inputs = _prepare_job(cfg)
     with _staged_source() as source_dir:
         estimator = build_estimator(cfg, overrides, session, role, source_dir)
         estimator.fit(inputs, wait=bool(backend.wait) and dry_run is None, logs="All")
@@ -361,10 +366,7 @@ def write_best_params(path: Path, job_name: str, overrides: Sequence[str]) -> Pa
 def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dict:
     """Start (or print, with backend.dry_run) the tuning job; after backend.wait, write best_params.yaml."""
     backend = cfg.backend
-    dry_run = DryRun() if backend.dry_run else None
-    session = make_session(backend, dry_run)
-    role = check_backend(backend, session, dry_run is not None)
-    inputs = data_inputs(cfg, session, dry_run is not None)
+    dry_run, session, role, inputs = _prepare_job(cfg)
     with _staged_source() as source_dir:
         tuner = build_tuner(cfg, overrides, space, session, role, source_dir)
         tuner.fit(inputs, wait=False)
