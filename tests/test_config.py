@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import pytest
 from hydra.utils import instantiate
 
+from dogbreed.acceleration import resolve_precision
 from dogbreed.data import DogBreedDataModule
 from dogbreed.model import BreedClassifier
 from tests.conftest import CONF_DIR, compose_config
@@ -38,6 +39,7 @@ def test_trainer_logger_callbacks_instantiate(tmp_path, trainer, logger, callbac
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],
         logger=[instantiate(lg) for lg in cfg.logger.values()],
+        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),  # as fit() does
     )
     assert isinstance(trainer_obj, pl.Trainer)
     assert trainer_obj.checkpoint_callback.dirpath == str(tmp_path / "checkpoints")

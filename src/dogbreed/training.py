@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.acceleration import configure_backends, maybe_compile, resolve_precision
 from dogbreed.callbacks import format_metric_lines
 from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
@@ -37,10 +37,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     log.info("run directory: %s", run_dir.resolve())
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    if torch.cuda.is_available():
-        # Fixed input sizes: let cuDNN pick the fastest kernels; TF32 matmuls on Ampere and newer.
-        torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", True))
-        torch.set_float32_matmul_precision("high")
+    configure_backends(cfg.get("cudnn_benchmark", True))
 
     log.info("preparing data <%s> from %s", cfg.data._target_, cfg.data.root)
     datamodule = instantiate(cfg.data)
@@ -64,9 +61,20 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks or []
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    precision = resolve_precision(
+        cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto")
+    )
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
+    )
+    maybe_compile(model.net, cfg.get("compile"))
 
-    log.info("training for up to %s epochs on %s", trainer.max_epochs, trainer.accelerator.__class__.__name__)
+    log.info(
+        "training for up to %s epochs on %s, precision %s",
+        trainer.max_epochs,
+        trainer.accelerator.__class__.__name__,
+        precision,
+    )
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from dogbreed.acceleration import available_cpus
 from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder, choose_classes, inspect_layout
@@ -20,7 +21,7 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 
 def default_num_workers() -> int:
     """One loader process per core, leaving one core to the main process, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, available_cpus() - 1))
 
 
 class DogBreedDataModule(pl.LightningDataModule):
@@ -33,6 +34,7 @@ class DogBreedDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | str = "auto",
         pin_memory: bool | str = "auto",
+        prefetch_factor: int | None = None,
         min_crop_scale: float = 0.08,
         hflip: bool = True,
         num_classes: int | None = None,
@@ -57,6 +59,7 @@ class DogBreedDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = default_num_workers() if num_workers == "auto" else int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.prefetch_factor = prefetch_factor
         self.subset = dict(
             num_classes=num_classes,
             images_per_class=images_per_class,
@@ -125,6 +128,8 @@ class DogBreedDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # Batches each worker prepares ahead (DataLoader's default, 2, when null); workers only.
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             drop_last=False,
         )
 

@@ -5,7 +5,6 @@ Both the local server and the SageMaker handler go through this class, so they a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,18 +12,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dogbreed.acceleration import available_cpus
 from dogbreed.export import BreedModel, load_model
 from dogbreed.serving.decoding import EncodedImage, decode_image
 
 OPTIMIZATIONS = ("none", "fuse")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which containers and taskset restrict)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def configure_threads(threads: int | None) -> int:
