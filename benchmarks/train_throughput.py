@@ -1,10 +1,18 @@
 """Training throughput (images/s): dogbreed's Lightning step against a plain PyTorch loop written the way the
 seed notebooks' train_model.py does it (ImageFolder + DataLoader + loop, PIL decode, fp32 NCHW).
 
-Same model, same data, same machine, runs alternated. Prints JSON.
+Same model, same data, same machine, runs alternated. Also measured, in the same run:
+- `bare`: dogbreed's own model and loader in a hand-written loop, without Lightning: the difference to
+  `dogbreed` is Lightning's overhead per step;
+- `loader`: decode + augment images/s of one loader process (the data path alone), so it can be compared
+  with the model's rate times the workers: where the loader is the bottleneck, the JSON says so;
+- `synthetic` (--synthetic): forward + backward on random tensors already on the device, no loader: the
+  ceiling a GPU run is compared against.
+Prints JSON.
 
     python benchmarks/train_throughput.py --freeze head --freeze all --steps 8 --repeats 2
     python benchmarks/train_throughput.py --photos ../shared/data/real-photos   # real JPEGs, replicated
+    python benchmarks/train_throughput.py --freeze all --batch 256 --steps 30 --synthetic   # on a GPU
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from dogbreed.acceleration import available_cpus, configure_backends, maybe_compile, resolve_precision
 from dogbreed.data import DogBreedDataModule
+from dogbreed.data.datamodule import default_num_workers
 from dogbreed.model import BreedClassifier
 from dogbreed.network import apply_freeze, build_network
 
@@ -68,20 +78,105 @@ class StepTimer(pl.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def dogbreed_run(
-    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int
-) -> float:
+def dogbreed_parts(root: Path, freeze: str, batch: int, size: int, workers: int, compile_net: bool):
     dm = DogBreedDataModule(root, arch="resnet50", image_size=size, batch_size=batch, num_workers=workers)
     dm.setup("fit")
     model = BreedClassifier(dm.num_classes, arch="resnet50", weights=None, freeze=freeze)
+    maybe_compile(model.net, {"enabled": compile_net})
+    return dm, model
+
+
+def dogbreed_run(
+    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int,
+    precision: str, compile_net: bool,
+) -> float:  # fmt: skip
+    """The project's training step: Lightning Trainer, the project's loader and model, as fit() runs them."""
+    dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
     timer = StepTimer(warmup)
+    configure_backends()
     trainer = pl.Trainer(
         accelerator="auto", devices=1, max_epochs=1, limit_train_batches=warmup + steps, limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[timer], precision=resolve_precision(precision),
     )  # fmt: skip
     trainer.fit(model, train_dataloaders=dm.train_dataloader())
     return timer.images / timer.seconds
+
+
+def bare_run(
+    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int,
+    precision: str, compile_net: bool,
+) -> float:  # fmt: skip
+    """The same model, loader and optimizer in a hand-written loop: what Lightning adds is the difference."""
+    dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    model.train()
+    model.on_train_epoch_start()  # frozen BatchNorm layers stay in eval mode, as in the Lightning run
+    optimizer = model.configure_optimizers()
+    dtype = autocast_dtype(precision)
+    images, start = 0, None
+    for i, (x, y) in enumerate(dm.train_dataloader()):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model.criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= warmup:
+            images += len(y)
+        if i + 1 == warmup + steps:
+            break
+    synchronize(device)
+    return images / (time.perf_counter() - start)
+
+
+def synthetic_run(freeze: str, steps: int, warmup: int, batch: int, size: int, precision: str) -> float:
+    """Forward + backward of the same network on random tensors already on the device: no loader at all."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = BreedClassifier(4, arch="resnet50", weights=None, freeze=freeze).to(device)
+    model.train()
+    model.on_train_epoch_start()
+    optimizer = model.configure_optimizers()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 4, (batch,), device=device)
+    dtype = autocast_dtype(precision)
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model.criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def loader_rate(root: Path, size: int, images: int) -> float:
+    """Decode + augment images/s of one process: the training transform on the project's dataset."""
+    dm = DogBreedDataModule(root, arch="resnet50", image_size=size, batch_size=1, num_workers=0)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    dataset[0]  # first-use costs (imports, caches) out of the timing
+    start = time.perf_counter()
+    for i in range(images):
+        dataset[i % len(dataset)]
+    return images / (time.perf_counter() - start)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype Lightning uses for `precision` (resolved as fit() does), None for full precision."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(resolve_precision(precision)))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def plain_loop_run(root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int) -> float:
@@ -126,30 +221,49 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="dogbreed loader workers (default: auto)")
     parser.add_argument("--photos", type=Path, default=None, help="folder of real JPEGs to replicate")
+    parser.add_argument("--precision", default="auto", help="trainer.precision (auto: bf16 on GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (compile.enabled)")
+    parser.add_argument("--synthetic", action="store_true", help="also the synthetic-tensor ceiling")
+    parser.add_argument("--no-plain", action="store_true", help="skip the seeds' loop (slow on a GPU)")
     args = parser.parse_args()
-    workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
+    workers = args.workers if args.workers is not None else default_num_workers()
     per_class = (args.warmup + args.steps) * args.batch // 4 + args.batch
+    run_args = (args.steps, args.warmup, args.batch, args.size)
+    ours_args = (*run_args, workers, args.precision, args.compile)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_images(Path(tmp) / "data", args.photos, classes=4, per_class=per_class)
+        per_worker = loader_rate(root, args.size, images=max(32, 4 * args.batch))
         for freeze in args.freeze or ["head", "all"]:
-            ours, plain = [], []
-            for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
-                ours.append(
-                    dogbreed_run(root, freeze, args.steps, args.warmup, args.batch, args.size, workers)
-                )
-                plain.append(plain_loop_run(root, freeze, args.steps, args.warmup, args.batch, args.size))
-            results[freeze] = {
-                "dogbreed_images_per_s": round(statistics.median(ours), 2),
-                "plain_loop_images_per_s": round(statistics.median(plain), 2),
-                "ratio": round(statistics.median(ours) / statistics.median(plain), 2),
-                "runs": {"dogbreed": [round(v, 2) for v in ours], "plain": [round(v, 2) for v in plain]},
-            }
+            runs: dict[str, list[float]] = {"dogbreed": [], "bare": [], "plain": [], "synthetic": []}
+            for _ in range(args.repeats):  # alternate, so drift in machine load hits every variant alike
+                runs["dogbreed"].append(dogbreed_run(root, freeze, *ours_args))
+                runs["bare"].append(bare_run(root, freeze, *ours_args))
+                if not args.no_plain:
+                    runs["plain"].append(plain_loop_run(root, freeze, *run_args))
+                if args.synthetic:
+                    runs["synthetic"].append(synthetic_run(freeze, *run_args, args.precision))
+            median = {k: statistics.median(v) for k, v in runs.items() if v}
+            result = {f"{k}_images_per_s": round(v, 2) for k, v in median.items()}
+            if "plain" in median:
+                result["ratio_vs_plain_loop"] = round(median["dogbreed"] / median["plain"], 2)
+            # Lightning's cost per step, relative to the same step in a hand-written loop.
+            result["lightning_overhead_pct"] = round(100 * (median["bare"] / median["dogbreed"] - 1), 1)
+            if "synthetic" in median:
+                result["fraction_of_synthetic"] = round(median["dogbreed"] / median["synthetic"], 3)
+            loader_capacity = per_worker * max(1, workers)
+            result["loader_capacity_images_per_s"] = round(loader_capacity, 1)
+            result["loader_bound"] = loader_capacity < 1.1 * median["bare"]
+            result["runs"] = {k: [round(x, 2) for x in v] for k, v in runs.items() if v}
+            results[freeze] = result
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     print(json.dumps({
-        "benchmark": "train_throughput", "device": device, "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "image_size": args.size, "batch_size": args.batch,
-        "steps": args.steps, "loader_workers": workers, "data": str(args.photos or "generated 500x375 JPEGs"),
+        "benchmark": "train_throughput", "device": device, "cpu_count": available_cpus(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "image_size": args.size,
+        "batch_size": args.batch, "steps": args.steps, "repeats": args.repeats, "loader_workers": workers,
+        "precision": str(resolve_precision(args.precision)), "compile": args.compile,
+        "data": str(args.photos or "generated 500x375 JPEGs"),
+        "loader_images_per_s_per_worker": round(per_worker, 1), "load_average": os.getloadavg(),
         "results": results,
     }, indent=2))  # fmt: skip
 
