@@ -16,7 +16,7 @@ from dogbreed.acceleration import available_cpus
 from dogbreed.export import BreedModel, load_model
 from dogbreed.serving.decoding import EncodedImage, decode_image
 
-OPTIMIZATIONS = ("none", "fuse")
+OPTIMIZATIONS = ("none", "fuse", "compile")
 
 
 def configure_threads(threads: int | None) -> int:
@@ -33,6 +33,13 @@ def fuse_conv_bn(net: nn.Module) -> nn.Module:
     return fuse(net.eval(), inplace=False)
 
 
+def compile_for_inference(net: nn.Module) -> nn.Module:
+    """torch.compile (inductor) with the weights frozen into constants: about 2x the eager forward pass on
+    a CPU here. The batch dimension is dynamic, so one compilation serves every batch size above 1 (batch 1
+    gets its own); warm_up() pays for both before the server answers /ping."""
+    return torch.compile(net, dynamic=True, options={"freezing": True})
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -40,7 +47,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 class InferenceEngine:
-    """A BreedModel ready to serve: channels_last, optionally conv-BN fused, inference mode."""
+    """A BreedModel ready to serve: channels_last, inference mode; `optimize` folds BatchNorm into the
+    convolutions (fuse) and, with compile, also compiles the network (slow start, fast answers)."""
 
     def __init__(self, model: BreedModel, optimize: str = "fuse"):
         if optimize not in OPTIMIZATIONS:
@@ -49,9 +57,10 @@ class InferenceEngine:
         self.class_names = model.class_names
         self.draft_size = model.preprocessing.resize_size  # as evaluation decodes JPEGs
         self.device = model.device
-        net = fuse_conv_bn(model.net) if optimize == "fuse" else model.net
-        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
-        model.net = self.net  # keep one copy of the weights in memory, not the unfused one too
+        net = model.net if optimize == "none" else fuse_conv_bn(model.net)
+        net = net.to(self.device, memory_format=torch.channels_last).eval()
+        model.net = net  # keep one copy of the weights in memory, not the unfused one too
+        self.net = compile_for_inference(net) if optimize == "compile" else net
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", optimize: str = "fuse") -> InferenceEngine:
@@ -78,6 +87,8 @@ class InferenceEngine:
         return self.probabilities(self.preprocess(self.decode(images)))
 
     def warm_up(self) -> None:
-        """One forward pass at the serving size, so the first request does not pay for allocator set-up."""
+        """Forward passes at the serving size, so the first requests pay neither for allocator set-up nor,
+        with optimize=compile, for compiling (batch 1, then the dynamic batch size)."""
         size = self.model.preprocessing.crop_size
-        self.probabilities(torch.zeros(1, 3, size, size))
+        for batch_size in (1, 2):
+            self.probabilities(torch.zeros(batch_size, 3, size, size))
