@@ -1,6 +1,8 @@
-"""python serve/deploy.py backend=local model_dir=runs/train/<run>/model [server.port=8081 ...]
+"""python serve/deploy.py backend=local|sagemaker [model_dir=runs/train/<run>/model | model_data=s3://...]
 
 backend=local serves the exported model on 127.0.0.1:8080 (GET /ping, POST /invocations).
+backend=sagemaker creates a real-time endpoint running the same handler (teardown=true endpoint_name=<name>
+deletes it; backend.dry_run=true prints the requests and sends nothing).
 """
 
 from __future__ import annotations
@@ -14,9 +16,20 @@ def main(cfg: DictConfig) -> None:
     if cfg.backend.name == "local":
         from dogbreed.serving.server import serve_local
 
+        if not cfg.get("model_dir"):
+            raise SystemExit("error: backend=local needs model_dir=runs/train/<run>/model")
         serve_local(cfg)
         return
-    raise ValueError(f"backend={cfg.backend.name} is not supported by deploy.py yet (use backend=local)")
+    if cfg.backend.name == "sagemaker":
+        from dogbreed.backends.sagemaker import SageMakerSetupError
+        from dogbreed.backends.sagemaker_endpoint import deploy_endpoint, teardown_endpoint
+
+        try:
+            teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)
+        except SageMakerSetupError as e:
+            raise SystemExit(f"error: {e}") from None
+        return
+    raise ValueError(f"backend={cfg.backend.name} is not supported by deploy.py (use local or sagemaker)")
 
 
 if __name__ == "__main__":

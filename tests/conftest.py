@@ -76,3 +76,33 @@ def no_aws(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED_PORT)
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
+
+
+MOTO_BUCKET = "dogbreed-moto"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A moto server on 127.0.0.1 answering the AWS APIs moto implements (AWS cannot be reached here)."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()  # returns once the server listens
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch, tmp_path):
+    """Dummy credentials, every client pointed at moto, and MOTO_BUCKET in place; returns an S3 client."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=MOTO_BUCKET)
+    return s3

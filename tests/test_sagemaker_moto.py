@@ -9,34 +9,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from dogbreed.backends.sagemaker import launch_training, launch_tuning
-from tests.conftest import TINY, compose_config
+from tests.conftest import MOTO_BUCKET, TINY, compose_config
 
-moto_server = pytest.importorskip("moto.server")
-BUCKET = "dogbreed-moto"
+pytest.importorskip("moto.server")
+BUCKET = MOTO_BUCKET  # the `aws` fixture (conftest.py) creates it on the moto server
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-moto"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()  # returns once the server listens
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch, tmp_path):
-    """Dummy credentials, every client pointed at moto, and the bucket in place."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    s3 = boto3.client("s3", region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
-    return s3
 
 
 def keys(s3, prefix: str) -> dict[str, str]:

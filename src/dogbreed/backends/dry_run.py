@@ -26,6 +26,8 @@ class DryRun:
 
     bucket: str = DRY_RUN_BUCKET
     calls: list[tuple[str, dict]] = field(default_factory=list)
+    # Answers for this run on top of CANNED, e.g. what a Describe call would find (teardown dry runs).
+    answers: dict[str, dict] = field(default_factory=dict)
 
     CANNED = {
         "GetCallerIdentity": {"Account": DRY_RUN_ACCOUNT, "Arn": DRY_RUN_ROLE, "UserId": "dry-run"},
@@ -36,6 +38,12 @@ class DryRun:
             "HyperParameterTuningJobArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:tuning-job/x"
         },
         "ListObjectsV2": {"KeyCount": 0, "Contents": []},
+        "CreateModel": {"ModelArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:model/x"},
+        "CreateEndpointConfig": {
+            "EndpointConfigArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:endpoint-config/x"
+        },
+        "CreateEndpoint": {"EndpointArn": f"arn:aws:sagemaker:dry-run:{DRY_RUN_ACCOUNT}:endpoint/x"},
+        "PutScalingPolicy": {"PolicyARN": "dry-run", "Alarms": []},
     }
 
     def record(self, params: dict, model: Any, **_: Any) -> None:
@@ -44,7 +52,8 @@ class DryRun:
     def answer(self, model: Any, **_: Any) -> tuple[Any, dict]:
         from botocore.awsrequest import AWSResponse
 
-        parsed = {**self.CANNED.get(model.name, {}), "ResponseMetadata": {"HTTPStatusCode": 200}}
+        canned = self.answers.get(model.name, self.CANNED.get(model.name, {}))
+        parsed = {**canned, "ResponseMetadata": {"HTTPStatusCode": 200}}
         if model.name == "ListBuckets":  # the SDK checks that its bucket exists
             parsed["Buckets"] = [{"Name": self.bucket, "CreationDate": datetime.datetime(2026, 1, 1)}]
         return AWSResponse(None, 200, {}, None), parsed
@@ -55,8 +64,17 @@ class DryRun:
             raise RuntimeError(f"the SDK made no {operation} call")
         return found[-1]
 
+    def changes(self) -> list[dict]:
+        """The calls that would change something (Create*, Delete*, Put*, ...), in order; reads left out."""
+        reads = ("Describe", "List", "Get", "Head")
+        return [
+            {"operation": name, "request": params}
+            for name, params in self.calls
+            if not name.startswith(reads)
+        ]
 
-def show_request(run_dir: str | Path, request: dict, file_name: str) -> dict:
+
+def show_request(run_dir: str | Path, request: Any, file_name: str) -> Any:
     """Print the request JSON and keep it in the run directory (stdout also carries Hydra's log lines)."""
     text = json.dumps(request, indent=2, default=str)
     print(text, flush=True)

@@ -1,4 +1,4 @@
-"""Every SageMaker SDK (v2) call of the project: sessions, the training job, the tuning job.
+"""SageMaker SDK (v2) sessions, the training job and the tuning job (endpoints: sagemaker_endpoint.py).
 
 `launch_training(cfg, overrides)` packages this project (train.py, conf/, src/, a requirements file) and
 starts a PyTorch script-mode job whose entry point is the same train.py; the job's hyperparameters are the
@@ -52,8 +52,11 @@ def _sdk():
 
 
 # ----------------------------------------------------------------------------------------------- sessions
-def make_session(backend: DictConfig, dry_run: DryRun | None = None):
-    """A sagemaker.Session for `backend`; with `dry_run`, one whose AWS calls are all answered locally."""
+def make_session(backend: DictConfig, dry_run: DryRun | None = None, *, bucket_required: bool = True):
+    """A sagemaker.Session for `backend`; with `dry_run`, one whose AWS calls are all answered locally.
+
+    `bucket_required=False` is for work that uploads nothing (deleting an endpoint).
+    """
     sagemaker = _sdk()
     import boto3
 
@@ -76,13 +79,20 @@ def make_session(backend: DictConfig, dry_run: DryRun | None = None):
     bucket = backend.get("bucket") or (DRY_RUN_BUCKET if dry_run is not None else None)
     if dry_run is not None:
         dry_run.bucket = bucket
-    if not bucket:
+    if not bucket and bucket_required:
         raise SageMakerSetupError("no S3 bucket: set backend.bucket=<bucket> or SAGEMAKER_BUCKET")
     return sagemaker.Session(boto_session=boto_session, default_bucket=bucket, sagemaker_config=SDK_CONFIG)
 
 
 def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
     """Validate what AWS would reject late; return the role ARN to use."""
+    role = resolve_role(backend, dry_run)
+    check_instance_type(session, backend.instance_type, "TrainingInstanceType", "backend.instance_type")
+    return role
+
+
+def resolve_role(backend: DictConfig, dry_run: bool) -> str:
+    """The execution role ARN; a placeholder in dry runs, so that they need no account."""
     role = backend.get("role")
     if not role:
         if not dry_run:
@@ -91,17 +101,22 @@ def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
             )
         role = DRY_RUN_ROLE
         log.warning("backend.role is not set: the dry-run request shows %s", role)
-    # botocore's model of the API lists every instance type a training job accepts.
-    client = session.sagemaker_client
-    known = client.meta.service_model.shape_for("TrainingInstanceType").enum
-    if backend.instance_type not in known:
-        family = backend.instance_type.split(".")[1] if backend.instance_type.count(".") == 2 else ""
+    return role
+
+
+def check_instance_type(
+    session: Any, instance_type: str, shape: str, setting: str, example: str = "ml.g4dn.xlarge"
+) -> None:
+    """Refuse an instance type the API would refuse (`shape`: the botocore enum that lists them)."""
+    # botocore's model of the API lists every instance type a training job (or an endpoint) accepts.
+    known = session.sagemaker_client.meta.service_model.shape_for(shape).enum
+    if instance_type not in known:
+        family = instance_type.split(".")[1] if instance_type.count(".") == 2 else ""
         close = sorted(t for t in known if t.split(".")[1] == family)[:6]
         raise SageMakerSetupError(
-            f"unknown instance type backend.instance_type={backend.instance_type}"
-            + (f" (same family: {', '.join(close)})" if close else " (expected e.g. ml.g4dn.xlarge)")
+            f"unknown instance type {setting}={instance_type}"
+            + (f" (same family: {', '.join(close)})" if close else f" (expected e.g. {example})")
         )
-    return role
 
 
 # ------------------------------------------------------------------------------------------------- data

@@ -1,0 +1,87 @@
+"""The deployable model.tar.gz of an endpoint: from a local exported model or an archive in S3.
+
+Either way the archive is made by `dogbreed.serving.packaging` (weights.pt and model.json at the root,
+code/ with inference.py, requirements.txt and the dogbreed package), so the endpoint always runs this
+project's handler, also for a training job's output, which has no code/.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dogbreed.backends.sagemaker import SageMakerSetupError
+from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
+from dogbreed.serving.packaging import pack_model
+
+log = logging.getLogger(__name__)
+
+
+def model_source(cfg: DictConfig) -> Path | str:
+    """model_dir (a local exported model) or model_data (an S3 archive): exactly one, checked locally."""
+    model_dir, model_data = cfg.get("model_dir"), cfg.get("model_data")
+    if model_dir and model_data:
+        raise SageMakerSetupError(f"give model_dir or model_data, not both: {model_dir}, {model_data}")
+    if model_data:
+        if not str(model_data).startswith("s3://") or not str(model_data).endswith(".tar.gz"):
+            raise SageMakerSetupError(f"model_data must be an s3://.../model.tar.gz URI, got {model_data}")
+        return str(model_data)
+    if not model_dir:
+        raise SageMakerSetupError(
+            "nothing to deploy: set model_dir=runs/train/<run>/model (packed and uploaded)"
+            " or model_data=s3://<bucket>/<key>/model.tar.gz"
+        )
+    _check_exported_model(Path(model_dir).expanduser(), f"model_dir={model_dir}")
+    return Path(model_dir).expanduser()
+
+
+def _check_exported_model(folder: Path, what: str) -> None:
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise SageMakerSetupError(
+                f"{what} holds no {name}: it is not an exported model (like runs/train/<run>/model)"
+            )
+
+
+def stage_model(cfg: DictConfig, session: Any, name: str, source: Path | str, dry_run: bool) -> str:
+    """Pack the model (adding code/) and upload it; return the S3 URI of the deployable archive."""
+    backend = cfg.backend
+    key_prefix = f"{backend.prefix}/models/{name}"
+    uri = f"s3://{session.default_bucket()}/{key_prefix}/model.tar.gz"
+    archive = Path(cfg.run_dir) / "model.tar.gz"
+    if isinstance(source, Path):
+        pack_model(source, archive)
+    elif dry_run:
+        log.info("dry run: %s would be downloaded, given code/ and uploaded to %s", source, uri)
+        return uri
+    else:
+        _repack_s3_model(session, source, archive)
+    if dry_run:
+        log.info("dry run: %s would be uploaded to %s", archive, uri)
+        return uri
+    log.info("uploading %s to %s", archive, uri)
+    return session.upload_data(str(archive), bucket=session.default_bucket(), key_prefix=key_prefix)
+
+
+def _repack_s3_model(session: Any, model_data: str, archive: Path) -> None:
+    """model_data (e.g. a training job's output) -> archive with this project's code/ added."""
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = model_data[len("s3://") :].partition("/")
+    with tempfile.TemporaryDirectory(prefix="dogbreed-model-") as tmp:
+        local = Path(tmp) / "source.tar.gz"
+        log.info("downloading %s", model_data)
+        try:
+            session.boto_session.client("s3").download_file(bucket, key, str(local))
+        except ClientError as e:
+            raise SageMakerSetupError(f"model_data={model_data} cannot be read: {e}") from None
+        model_dir = Path(tmp) / "model"
+        with tarfile.open(local) as tar:
+            tar.extractall(model_dir, filter="data")
+        _check_exported_model(model_dir, f"model_data={model_data}")
+        pack_model(model_dir, archive)
