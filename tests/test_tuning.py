@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from dogbreed.tuning import TuneConfigError, create_study, objective_of, run_study
+from dogbreed.tuning_report import write_best, write_trials_csv
 from tests.conftest import ROOT, TINY, compose_config
 
 N_TRIALS = 3
@@ -176,3 +177,41 @@ def test_tune_config_composes_with_sqlite_in_the_run_dir_and_instantiable_sample
     assert isinstance(instantiate(cfg.tune.pruner), optuna.pruners.HyperbandPruner)
     assert isinstance(instantiate(cfg.tune.sampler), optuna.samplers.TPESampler)
     assert cfg.callbacks.model_checkpoint is None and cfg.trainer.enable_checkpointing is False
+
+
+def _study_with(*trials: tuple[float, float]) -> optuna.Study:
+    study = optuna.create_study(study_name="atomic", direction="minimize")
+    lr = optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
+    for value, rate in trials:
+        study.add_trial(
+            optuna.trial.create_trial(params={"model.lr": rate}, distributions={"model.lr": lr}, value=value)
+        )
+    return study
+
+
+def test_best_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    names = ("best_overrides.txt", "best_params.yaml", "trials.csv")
+    write_best(_study_with((0.5, 0.1)), tmp_path, ["data.root=/d"])
+    write_trials_csv(_study_with((0.5, 0.1)), tmp_path)
+    before = {name: (tmp_path / name).read_text() for name in names}
+    assert "model.lr=0.1" in before["best_overrides.txt"]
+
+    better = _study_with((0.5, 0.1), (0.2, 0.003))
+
+    def killed(*_):  # the process dies after writing the new content, before it is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    for write in (
+        lambda: write_best(better, tmp_path, ["data.root=/d"]),
+        lambda: write_trials_csv(better, tmp_path),
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    assert {name: (tmp_path / name).read_text() for name in names} == before
+    monkeypatch.undo()
+
+    write_best(better, tmp_path, ["data.root=/d"])
+    assert (tmp_path / "best_overrides.txt").read_text() == "data.root=/d\nmodel.lr=0.003\n"
+    assert OmegaConf.load(tmp_path / "best_params.yaml").trial == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file left
