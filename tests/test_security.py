@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLOSED_PORT, ROOT, TINY
+from tests.conftest import CLOSED_PORT, ROOT, TINY, compose_config
 
 # Canaries in the environment of the runs below: none of these values may turn up in what they leave.
 SECRETS = {
@@ -114,3 +114,13 @@ def test_no_account_role_or_bucket_is_written_into_the_code_or_config():
     }
     assert found - ALLOWED == set()
     assert ALLOWED <= found  # the scan does read the files
+
+
+def test_a_study_database_password_is_masked_in_messages(tmp_path):
+    from dogbreed.tuning import TuneConfigError, create_study, storage_for_messages
+
+    url = "postgresql://optuna:s3cret-pw@db.internal:5432/studies"
+    assert storage_for_messages(url) == "postgresql://optuna:***@db.internal:5432/studies"
+    create_study(compose_config(tmp_path, ["tune.objective=val/acc"], config_name="tune"))
+    with pytest.raises(TuneConfigError, match=rf"in sqlite:///{tmp_path}/study\.db was created to maximize"):
+        create_study(compose_config(tmp_path, ["tune.objective=val/loss"], config_name="tune"))
