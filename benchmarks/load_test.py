@@ -1,33 +1,74 @@
 """Load test: N requests at concurrency C against a server with SageMaker's contract; prints JSON.
 
     python benchmarks/load_test.py --model-dir runs/train/<run>/model --images DIR [-n 200 -c 16]
+    python benchmarks/load_test.py --model-dir ... --images DIR -n 2000 -c 16 --bad-fraction 0.25
     python benchmarks/load_test.py --endpoint http://127.0.0.1:8080 --images DIR
 
 With --model-dir it starts serve/deploy.py itself on a free port and reports the server's resident memory
-(VmRSS) before and after the load; with --endpoint it loads a running server. Reports latency
-percentiles, images/s, errors by status and the batch sizes the server ran (GET /stats).
+(VmRSS) after a warm-up (--warmup requests of the same mix) and after the load; with --endpoint it loads a
+running server. Reports latency percentiles of the good requests, images/s, statuses and the batch sizes
+the server ran (GET /stats).
+
+--bad-fraction F makes that share of the requests bad ones, the kinds of BAD_KINDS in turn: garbage bytes,
+a good image under a wrong content type, an empty body, a 50 MB body, a decompression-bomb PNG. `by_kind`
+says what came back for each kind, and `checks` whether every bad request got its 4xx with a JSON message,
+no request a 5xx, /ping 200 afterwards and memory after the load within 10% of memory after the warm-up.
+The exit status is 1 when a check failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import itertools
 import json
+import math
 import os
+import random
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+GOOD = "good"
+# Each bad kind and the status a correct server answers it with (with the default limits of deploy.yaml).
+BAD_KINDS = {
+    "garbage_bytes": 400,
+    "wrong_content_type": 415,
+    "empty_body": 400,
+    "huge_body_50mb": 413,
+    "decompression_bomb_png": 413,
+}
+MEMORY_GROWTH_LIMIT = 1.10  # RSS after the load / RSS after the warm-up
+
+
+@dataclass(frozen=True)
+class Payload:
+    kind: str  # GOOD or one of BAD_KINDS
+    body: bytes
+    content_type: str
+    expected: int  # the status a correct server answers
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    expected: int
+    status: int | str  # the HTTP status, or the name of the exception that ended the request
+    message: str | None  # the "message" of a JSON error answer
+    seconds: float
 
 
 def load_images(folder: str | Path) -> list[tuple[bytes, str]]:
@@ -35,6 +76,63 @@ def load_images(folder: str | Path) -> list[tuple[bytes, str]]:
     if not paths:
         raise SystemExit(f"no .jpg/.jpeg/.png images under {folder}")
     return [(p.read_bytes(), "image/png" if p.suffix.lower() == ".png" else "image/jpeg") for p in paths]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@functools.cache
+def decompression_bomb_png(side: int = 30_000) -> bytes:
+    """A real, valid 1-bit PNG of side x side black pixels (900 MP at 30000) in about 110 KB.
+
+    Decoded it would take 900 MB as 8-bit grayscale (2.7 GB as RGB); a server that checks the header's
+    size first refuses it without decoding anything."""
+    row = b"\x00" + bytes((side + 7) // 8)  # filter byte + one bit per pixel
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@functools.cache
+def _zeros(size: int) -> bytes:
+    return bytes(size)
+
+
+def bad_payloads(good_image: bytes, huge_bytes: int = 50 * 2**20) -> list[Payload]:
+    """One payload of each of BAD_KINDS; `good_image` is the image sent under a wrong content type."""
+    bodies = {
+        "garbage_bytes": (random.Random(0).randbytes(4096), "image/jpeg"),
+        "wrong_content_type": (good_image, "text/plain"),
+        "empty_body": (b"", "image/jpeg"),
+        "huge_body_50mb": (_zeros(huge_bytes), "image/jpeg"),
+        "decompression_bomb_png": (decompression_bomb_png(), "image/png"),
+    }
+    return [Payload(kind, *bodies[kind], expected) for kind, expected in BAD_KINDS.items()]
+
+
+def request_plan(images: list[tuple[bytes, str]], requests: int, bad_fraction: float = 0.0) -> list[Payload]:
+    """`requests` payloads: the images in turn, with a bad one spread evenly every 1/bad_fraction
+    requests, the bad kinds in turn."""
+    if not 0.0 <= bad_fraction <= 1.0:
+        raise ValueError(f"bad_fraction={bad_fraction} must be between 0 and 1")
+    bad = bad_payloads(images[0][0]) if bad_fraction else []
+    plan: list[Payload] = []
+    n_bad = 0
+    for i in range(requests):
+        if bad and math.floor((i + 1) * bad_fraction) > n_bad:
+            plan.append(bad[n_bad % len(bad)])
+            n_bad += 1
+        else:
+            body, content_type = images[(i - n_bad) % len(images)]
+            plan.append(Payload(GOOD, body, content_type, 200))
+    return plan
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -71,32 +169,59 @@ def get_json(host: str, port: int, path: str) -> dict:
         conn.close()
 
 
-def run_load(host: str, port: int, images: list[tuple[bytes, str]], requests: int, concurrency: int) -> dict:
-    """Each of `concurrency` clients keeps one connection and sends its share of requests back to back."""
+def ping_status(host: str, port: int) -> int | str:
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request("GET", "/ping")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        return None
+    return message if isinstance(message, str) and message else None
+
+
+def send_all(host: str, port: int, plan: list[Payload], concurrency: int) -> tuple[list[Outcome], float]:
+    """Each of `concurrency` clients keeps one connection and sends the next payload of `plan` back to
+    back; returns every request's outcome and the wall time."""
     counter = itertools.count()
     lock = threading.Lock()
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
+    outcomes: list[Outcome] = []
 
     def client() -> None:
         conn = http.client.HTTPConnection(host, port, timeout=300)
         try:
-            while (i := next(counter)) < requests:
-                body, content_type = images[i % len(images)]
+            while (i := next(counter)) < len(plan):
+                payload = plan[i]
+                message = None
                 start = time.perf_counter()
                 try:
-                    conn.request("POST", "/invocations", body=body, headers={"Content-Type": content_type})
+                    conn.request(
+                        "POST",
+                        "/invocations",
+                        body=payload.body,
+                        headers={"Content-Type": payload.content_type},
+                    )
                     response = conn.getresponse()
-                    response.read()
-                    status = str(response.status)
-                except OSError as exc:
+                    body = response.read()
+                    status: int | str = response.status
+                    if status != 200:
+                        message = _error_message(body)
+                except OSError as exc:  # refused, reset, timed out: counted under the exception's name
                     status = type(exc).__name__
                     conn.close()
                     conn = http.client.HTTPConnection(host, port, timeout=300)
                 elapsed = time.perf_counter() - start
                 with lock:
-                    latencies.append(elapsed)
-                    statuses[status] = statuses.get(status, 0) + 1
+                    outcomes.append(Outcome(payload.kind, payload.expected, status, message, elapsed))
         finally:
             conn.close()
 
@@ -104,17 +229,63 @@ def run_load(host: str, port: int, images: list[tuple[bytes, str]], requests: in
     with ThreadPoolExecutor(concurrency) as pool:
         for future in [pool.submit(client) for _ in range(concurrency)]:
             future.result()
-    wall = time.perf_counter() - start
-    ok = statuses.get("200", 0)
+    return outcomes, time.perf_counter() - start
+
+
+def summarize(outcomes: list[Outcome], wall: float, concurrency: int) -> dict:
+    """Statuses overall and per kind, latency of the good requests, and how many met expectations."""
+    statuses: dict[str, int] = {}
+    by_kind: dict[str, dict] = {}
+    for o in outcomes:
+        statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
+        kind = by_kind.setdefault(
+            o.kind, {"sent": 0, "expected": o.expected, "statuses": {}, "as_expected": 0, "with_message": 0}
+        )
+        kind["sent"] += 1
+        kind["statuses"][str(o.status)] = kind["statuses"].get(str(o.status), 0) + 1
+        kind["as_expected"] += o.status == o.expected
+        kind["with_message"] += o.message is not None
+    good = [o for o in outcomes if o.kind == GOOD]
+    ok = sum(o.status == 200 for o in good)
     return {
-        "requests": requests,
+        "requests": len(outcomes),
         "concurrency": concurrency,
         "wall_s": round(wall, 2),
         "images_per_s": round(ok / wall, 2),
-        "errors": requests - ok,
+        "errors": sum(o.status != o.expected for o in outcomes),
+        "server_errors_5xx": sum(isinstance(o.status, int) and o.status >= 500 for o in outcomes),
         "statuses": statuses,
-        "latency_ms": percentiles(latencies),
+        "by_kind": by_kind,
+        "latency_ms": percentiles([o.seconds for o in good]) if good else None,
     }
+
+
+def run_load(
+    host: str, port: int, images: list[tuple[bytes, str]], requests: int, concurrency: int,
+    bad_fraction: float = 0.0,
+) -> dict:  # fmt: skip
+    """`requests` requests (a `bad_fraction` share of them bad) at `concurrency`; the summary."""
+    outcomes, wall = send_all(host, port, request_plan(images, requests, bad_fraction), concurrency)
+    return summarize(outcomes, wall, concurrency)
+
+
+def checks(report: dict) -> dict[str, bool]:
+    """What the reliability issue asks of a server under a mixed load; `ok` when all hold."""
+    kinds = report["by_kind"]
+    result = {
+        "no_5xx": report["server_errors_5xx"] == 0,
+        "good_requests_200": all(k["as_expected"] == k["sent"] for name, k in kinds.items() if name == GOOD),
+        "bad_requests_4xx_with_message": all(
+            k["as_expected"] == k["with_message"] == k["sent"] and 400 <= k["expected"] < 500
+            for name, k in kinds.items()
+            if name != GOOD
+        ),
+        "ping_after_200": report.get("ping_after") == 200,
+    }
+    if report.get("rss_ratio") is not None:
+        result["memory_within_10pct_of_warm_up"] = report["rss_ratio"] <= MEMORY_GROWTH_LIMIT
+    result["ok"] = all(result.values())
+    return result
 
 
 def free_port() -> int:
@@ -124,30 +295,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(model_dir: str | Path, overrides: list[str] = (), log: Path | None = None):
-    """serve/deploy.py in a subprocess; yields (port, pid) once /ping answers 200."""
+def local_server(
+    model_dir: str | Path, overrides: list[str] = (), log: Path | None = None,
+    run_dir: str | Path = "/tmp/dogbreed-load-test",
+):  # fmt: skip
+    """serve/deploy.py in a subprocess, on its default host; yields (port, pid) once /ping answers 200."""
     port = free_port()
     out = open(log or os.devnull, "w")  # noqa: SIM115 - closed below
     cmd = [
         sys.executable, str(ROOT / "serve" / "deploy.py"), f"model_dir={model_dir}", f"server.port={port}",
-        "server.log_level=warning", "hydra.run.dir=/tmp/dogbreed-load-test", "hydra.output_subdir=null",
-        *overrides,
+        "server.log_level=warning", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null", *overrides,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 300
-        while True:
+        while ping_status("127.0.0.1", port) != 200:
             if server.poll() is not None:
-                raise SystemExit(f"the server exited with {server.returncode}; see {log or 'its log'}")
-            try:
-                if get_json("127.0.0.1", port, "/ping").get("status") == "ok":
-                    break
-            except OSError:
-                pass
+                raise RuntimeError(f"the server exited with {server.returncode}; see {log or 'its log'}")
             if time.monotonic() > deadline:
-                raise SystemExit("the server did not answer /ping within 300 s")
-            time.sleep(0.1)
+                raise RuntimeError("the server did not answer /ping within 300 s")
+            time.sleep(0.1)  # polling interval; readiness is the /ping answer
         yield port, server.pid
     finally:
         server.terminate()
@@ -163,15 +331,27 @@ def main() -> None:
     parser.add_argument("--images", required=True, help="folder of .jpg/.png files, sent in turn")
     parser.add_argument("-n", "--requests", type=int, default=200)
     parser.add_argument("-c", "--concurrency", type=int, default=16)
+    parser.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad requests, e.g. 0.25")
+    parser.add_argument("--warmup", type=int, default=64, help="requests of the same mix before the load")
     parser.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. server.max_batch_size=8")
     args = parser.parse_args()
     images = load_images(args.images)
 
     def measure(host: str, port: int, pid: int | None) -> dict:
-        before = rss_mb(pid)
-        result = run_load(host, port, images, args.requests, args.concurrency)
-        return {**result, "server_rss_mb_before": before, "server_rss_mb_after": rss_mb(pid),
-                "server_stats": get_json(host, port, "/stats")}  # fmt: skip
+        if args.warmup:
+            run_load(host, port, images, args.warmup, args.concurrency, args.bad_fraction)
+        warm = rss_mb(pid)
+        report = run_load(host, port, images, args.requests, args.concurrency, args.bad_fraction)
+        after = rss_mb(pid)
+        report.update(
+            ping_after=ping_status(host, port),
+            server_rss_mb_after_warmup=warm,
+            server_rss_mb_after=after,
+            rss_ratio=round(after / warm, 3) if warm and after else None,
+            server_stats=get_json(host, port, "/stats"),
+        )
+        report["checks"] = checks(report)
+        return report
 
     if args.endpoint:
         url = urlparse(args.endpoint)
@@ -180,6 +360,7 @@ def main() -> None:
         with local_server(args.model_dir, args.overrides) as (port, pid):
             report = measure("127.0.0.1", port, pid)
     print(json.dumps(report, indent=2))
+    sys.exit(0 if report["checks"]["ok"] else 1)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.load_test import decompression_bomb_png
 from dogbreed.data import BadImageError, DataLayoutError, DogBreedDataModule
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import inspect_layout
 from dogbreed.data.images import load_rgb
-from tests.images import write_awkward_images
+from tests.images import gradient, jpeg_bytes, write_awkward_images
 
 
 @pytest.fixture
@@ -64,6 +65,25 @@ def test_skip_policy_leaves_bad_files_out_and_counts_them(dataset):
     assert len(datamodule.datasets["test"]) == 4 * 3 + 9  # every awkward file is kept and loads
     for images, _ in datamodule.test_dataloader():
         assert images.shape[1:] == (3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_huge_photos_train_and_decompression_bombs_are_named_before_training(dataset):
+    folder = dataset / "train" / "001.Synthetic_circle_1"
+    (folder / "huge_photo.jpg").write_bytes(jpeg_bytes(gradient((6000, 4000))))  # 24 MP: loads, resized
+    (folder / "bomb.png").write_bytes(decompression_bomb_png())  # 900 MP announced in 110 KB
+    with pytest.raises(BadImageError, match=r"(?s)1 unreadable .*bomb\.png: .*900000000 pixels"):
+        DogBreedDataModule(dataset, arch="resnet18", image_size=32, num_workers=0).setup("fit")
+
+    datamodule = DogBreedDataModule(
+        dataset, arch="resnet18", image_size=32, num_workers=0, on_bad_image="skip"
+    )
+    datamodule.setup("fit")
+    assert [Path(p).name for p, _ in datamodule.skipped_images] == ["bomb.png"]
+    train = datamodule.datasets["train"]
+    assert any(Path(p).name == "huge_photo.jpg" for p, _ in train.samples)
+    batches = list(datamodule.train_dataloader())  # a whole epoch of loading, the huge photo included
+    assert sum(len(images) for images, _ in batches) == 4 * 6 + 1
+    assert all(images.shape[1:] == (3, 32, 32) for images, _ in batches)
 
 
 def test_every_layout_problem_is_reported_at_once(dataset):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from dogbreed.evaluation import evaluate_model_dir
-from dogbreed.export import ModelDirError, display_name, load_model
+from dogbreed.export import ModelDirError, display_name, export_model, load_model
+from dogbreed.network import build_network
+from dogbreed.preprocessing import Preprocessing
 
 
 def test_model_dir_reproduces_the_test_accuracy_of_the_run(trained_run, shapes3):
@@ -58,3 +61,28 @@ def test_bad_model_dirs_are_refused_with_the_file_named(trained_run, tmp_path):
     (broken / "weights.pt").unlink()
     with pytest.raises(ModelDirError, match=r"weights\.pt is missing"):
         load_model(broken)
+
+
+def test_an_export_killed_midway_leaves_the_previous_model_whole(tmp_path, monkeypatch):
+    def export(seed: int):
+        torch.manual_seed(seed)
+        return export_model(
+            build_network("resnet18", 3), tmp_path / "model", arch="resnet18", class_names=["a", "b", "c"],
+            preprocessing=Preprocessing(crop_size=32, resize_size=36),
+        )  # fmt: skip
+
+    first = torch.load(export(0) / "weights.pt", weights_only=True)
+    real_save = torch.save
+
+    def killed_while_writing(obj, f, *args, **kwargs):  # half the bytes reach the disk, then the process dies
+        real_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(Path(f).read_bytes()[: Path(f).stat().st_size // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        export(1)
+    monkeypatch.undo()
+    model = load_model(tmp_path / "model")  # the first export, whole
+    assert all(torch.equal(first[k], v) for k, v in model.net.state_dict().items() if k in first)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

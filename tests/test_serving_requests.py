@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.load_test import decompression_bomb_png
 from dogbreed.serving.batching import DynamicBatcher
 from dogbreed.serving.decoding import RequestLimits, decode_image, read_request
 from dogbreed.serving.errors import (
@@ -112,6 +113,11 @@ def test_decompression_bomb_is_refused_from_its_header():
     assert len(bomb) < 100_000
     with pytest.raises(PayloadTooLargeError, match="10000x5000 = 50000000 pixels"):
         read_request(bomb, "image/png")
+    # 900 megapixels: past Pillow's own guard, which refuses it while parsing; the same 413 and message.
+    with pytest.raises(
+        PayloadTooLargeError, match="request body is 900000000 pixels, over the limit of 40000000"
+    ):
+        read_request(decompression_bomb_png(), "image/png")
 
 
 def test_output_options_from_accept_params_and_query():

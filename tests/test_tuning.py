@@ -6,8 +6,10 @@ import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -16,6 +18,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from dogbreed.tuning import TuneConfigError, create_study, objective_of, run_study
+from dogbreed.tuning_report import write_best, write_trials_csv
 from tests.conftest import ROOT, TINY, compose_config
 
 N_TRIALS = 3
@@ -37,29 +40,45 @@ def _finished(storage: optuna.storages.RDBStorage) -> list[optuna.trial.FrozenTr
     return storage.get_all_trials(studies[0]._study_id, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
+def _running_with_heartbeat(storage: optuna.storages.RDBStorage, db: Path) -> list[optuna.trial.FrozenTrial]:
+    """Running trials whose heartbeat has been recorded (only those can be found stale later)."""
+    studies = storage.get_all_studies()
+    if not studies:
+        return []
+    running = storage.get_all_trials(studies[0]._study_id, states=(TrialState.RUNNING,))
+    with sqlite3.connect(db) as conn:
+        beating = {row[0] for row in conn.execute("SELECT trial_id FROM trial_heartbeats")}
+    return [t for t in running if t._trial_id in beating]
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """tune.py killed (SIGKILL) once a trial has completed, then rerun into the same run directory."""
+    """tune.py killed (SIGKILL) with one trial finished and the next running, then rerun into the same run
+    directory once the running trial's heartbeat is older than the grace period."""
     run_dir = tmp_path_factory.mktemp("tune")
     env = _env(tmp_path_factory.getbasetemp() / "cache")
     command = [
         sys.executable, "tune.py", f"hydra.run.dir={run_dir}", *TINY, f"data.root={shapes3}",
         "data.images_per_class=8", "model.freeze=head", "search=smoke", f"tune.n_trials={N_TRIALS}",
+        "tune.heartbeat_interval=1", "tune.grace_period=2",
     ]  # fmt: skip
     db = run_dir / "study.db"
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(run_dir / "first.err", "w") as err:
+        first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     storage = None
     try:
-        while True:  # poll the study's storage until a trial has finished, then kill the process
+        while True:  # poll the study's storage until a trial has finished and the next runs, then kill
             try:
                 first.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
             else:
-                pytest.fail(f"tune.py ended before it was killed: {first.stderr.read().decode()[-3000:]}")
+                pytest.fail(
+                    f"tune.py ended before it was killed: {(run_dir / 'first.err').read_text()[-3000:]}"
+                )
             if storage is None and db.is_file():
-                storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
-            if storage is not None and _finished(storage):
+                storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=1, grace_period=2)
+            if storage is not None and _finished(storage) and _running_with_heartbeat(storage, db):
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=60)
                 break
@@ -67,10 +86,24 @@ def killed_and_resumed(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) 
         if first.poll() is None:
             first.kill()
     before = {t.number: (t.state, t.value, t.params) for t in _finished(storage)}
+    interrupted = {t.number: t.params for t in _running_with_heartbeat(storage, db)}
+    # The dead process's trial becomes stale once its last heartbeat is older than the grace period: wait
+    # for exactly that condition, as the storage itself judges it.
+    study_id = storage.get_all_studies()[0]._study_id
+    deadline = time.monotonic() + 60
+    while len(storage._get_stale_trial_ids(study_id)) < len(interrupted):
+        assert time.monotonic() < deadline, "the killed trial never became stale"
+        time.sleep(0.2)
     resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (run_dir / "tune.log").read_text()
-    return {"run_dir": run_dir, "before": before, "stdout": resumed.stdout, "log": log}
+    return {
+        "run_dir": run_dir,
+        "before": before,
+        "interrupted": interrupted,
+        "stdout": resumed.stdout,
+        "log": log,
+    }
 
 
 @pytest.mark.slow
@@ -84,9 +117,18 @@ def test_resume_after_kill_keeps_finished_trials_and_reaches_the_count(killed_an
     assert {n: finished[n] for n in before} == before  # kept as they were, not rerun
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == N_TRIALS
-    # A trial the kill interrupted (if it had started) is left unfinished and not counted.
-    unfinished = [t for t in study.trials if not t.state.is_finished()]
-    assert len(unfinished) <= 1 and all(t.state == TrialState.RUNNING for t in unfinished)
+    # The trial the kill interrupted is marked failed, and run again with its parameters.
+    interrupted = killed_and_resumed["interrupted"]
+    assert len(interrupted) == 1
+    for number, params in interrupted.items():
+        assert study.trials[number].state == TrialState.FAIL
+        (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == params
+        assert (
+            f"trial {number} stopped without finishing (its process died): marked failed and queued"
+            in (killed_and_resumed["log"])
+        )
+    assert all(t.state.is_finished() for t in study.trials)
     assert f"resumed with {len(before)} finished trials" in killed_and_resumed["log"]
     new_params = [t.params for t in done if t.number not in before]
     assert all(p not in [old[2] for old in before.values()] for p in new_params), "resume replayed a trial"
@@ -176,3 +218,41 @@ def test_tune_config_composes_with_sqlite_in_the_run_dir_and_instantiable_sample
     assert isinstance(instantiate(cfg.tune.pruner), optuna.pruners.HyperbandPruner)
     assert isinstance(instantiate(cfg.tune.sampler), optuna.samplers.TPESampler)
     assert cfg.callbacks.model_checkpoint is None and cfg.trainer.enable_checkpointing is False
+
+
+def _study_with(*trials: tuple[float, float]) -> optuna.Study:
+    study = optuna.create_study(study_name="atomic", direction="minimize")
+    lr = optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
+    for value, rate in trials:
+        study.add_trial(
+            optuna.trial.create_trial(params={"model.lr": rate}, distributions={"model.lr": lr}, value=value)
+        )
+    return study
+
+
+def test_best_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    names = ("best_overrides.txt", "best_params.yaml", "trials.csv")
+    write_best(_study_with((0.5, 0.1)), tmp_path, ["data.root=/d"])
+    write_trials_csv(_study_with((0.5, 0.1)), tmp_path)
+    before = {name: (tmp_path / name).read_text() for name in names}
+    assert "model.lr=0.1" in before["best_overrides.txt"]
+
+    better = _study_with((0.5, 0.1), (0.2, 0.003))
+
+    def killed(*_):  # the process dies after writing the new content, before it is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    for write in (
+        lambda: write_best(better, tmp_path, ["data.root=/d"]),
+        lambda: write_trials_csv(better, tmp_path),
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    assert {name: (tmp_path / name).read_text() for name in names} == before
+    monkeypatch.undo()
+
+    write_best(better, tmp_path, ["data.root=/d"])
+    assert (tmp_path / "best_overrides.txt").read_text() == "data.root=/d\nmodel.lr=0.003\n"
+    assert OmegaConf.load(tmp_path / "best_params.yaml").trial == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file left

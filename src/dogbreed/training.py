@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,14 +17,13 @@ from dogbreed.acceleration import configure_backends, maybe_compile, resolve_pre
 from dogbreed.callbacks import format_metric_lines
 from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
+from dogbreed.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:

@@ -8,6 +8,7 @@ own run directory under <run_dir>/trials/, and prunes through optuna-integration
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,17 @@ def suggest(trial: optuna.Trial, distributions: Mapping[str, Any]) -> dict[str, 
     return values
 
 
+def storage_for_messages(url: str) -> str:
+    """The storage URL with its password masked (postgresql://user:***@host/db), for logs and errors."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy parses: show its scheme only
+        return url.split(":", 1)[0] + "://..."
+
+
 def create_study(cfg: DictConfig) -> optuna.Study:
     """The study in `tune.storage` (created, or loaded when it exists and tune.load_if_exists)."""
     tune_cfg = cfg.tune
@@ -108,11 +120,17 @@ def create_study(cfg: DictConfig) -> optuna.Study:
     storage_url = str(tune_cfg.storage)
     if storage_url.startswith("sqlite:///"):
         Path(storage_url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    # Heartbeats let a later run mark the trial of a killed process as failed instead of running forever.
+    # Heartbeats let a later run mark the trial of a killed process as failed instead of running forever;
+    # the callback then queues it again with the same parameters (up to tune.retry_interrupted times).
+    retries = int(tune_cfg.get("retry_interrupted") or 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries else None
     storage = optuna.storages.RDBStorage(
         storage_url,
         heartbeat_interval=int(tune_cfg.get("heartbeat_interval") or 60),
         grace_period=int(tune_cfg.get("grace_period") or 120),
+        heartbeat_stale_trial_callback=retry,
     )
     study = optuna.create_study(
         storage=storage,
@@ -123,8 +141,9 @@ def create_study(cfg: DictConfig) -> optuna.Study:
     )
     study.sampler = make_sampler(tune_cfg.get("sampler"), already=len(study.get_trials(deepcopy=False)))
     if study.direction.name.lower() != objective.direction:
+        where = storage_for_messages(storage_url)
         raise TuneConfigError(
-            f"study {study.study_name} in {storage_url} was created to {study.direction.name.lower()}, but "
+            f"study {study.study_name} in {where} was created to {study.direction.name.lower()}, but "
             f"tune.objective={objective.metric} asks to {objective.direction}: use another tune.study_name"
         )
     return study
@@ -179,6 +198,29 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def fail_interrupted(study: optuna.Study) -> list[int]:
+    """Mark failed the running trials whose process stopped (no heartbeat for tune.grace_period seconds),
+    queueing each again when tune.retry_interrupted allows; the numbers of the trials failed.
+
+    Optuna does this before each new trial too; doing it first also covers a rerun with nothing left to run.
+    """
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = [
+        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
+    ]
+    retried = {
+        t.system_attrs.get("retry_history", [None])[-1]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    }
+    for number in failed:
+        again = " and queued again with its parameters" if number in retried else ""
+        log.warning("trial %d stopped without finishing (its process died): marked failed%s", number, again)
+    return failed
+
+
 def run_study(cfg: DictConfig) -> optuna.Study:
     """Run (or resume) the study until it holds `tune.n_trials` finished trials or `tune.timeout` passes."""
     tune_cfg = cfg.tune
@@ -188,6 +230,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
     n_jobs = int(tune_cfg.get("n_jobs") or 1)
     runner = TrialRunner(cfg)  # validates the search space before a study is created
     study = create_study(cfg)
+    fail_interrupted(study)
     done = count_finished(study)
     if done:
         log.info("study %s resumed with %d finished trials", study.study_name, done)

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 from omegaconf import OmegaConf
 
+from dogbreed.files import write_text_atomic
 from dogbreed.search_space import format_override
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ def write_best(study: optuna.Study, out_dir: Path, tune_overrides: Sequence[str]
         log.warning("no trial of study %s completed: no best parameters to write", study.study_name)
         return None
     overrides = train_overrides(tune_overrides, best.params)
-    path = out_dir / "best_overrides.txt"
-    path.write_text("\n".join(overrides) + "\n")
+    # Written whole or not at all: a study killed here leaves the previous best files intact.
+    path = write_text_atomic(out_dir / "best_overrides.txt", "\n".join(overrides) + "\n")
     summary = {
         "study_name": study.study_name,
         "direction": study.direction.name.lower(),
@@ -54,14 +55,12 @@ def write_best(study: optuna.Study, out_dir: Path, tune_overrides: Sequence[str]
         "user_attrs": best.user_attrs,
         "overrides": overrides,
     }
-    (out_dir / "best_params.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(summary)))
+    write_text_atomic(out_dir / "best_params.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
     return path
 
 
 def write_trials_csv(study: optuna.Study, out_dir: Path) -> Path:
-    path = out_dir / "trials.csv"
-    study.trials_dataframe().to_csv(path, index=False)
-    return path
+    return write_text_atomic(out_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
 
 
 def _save(plot, path: Path) -> None:

@@ -24,6 +24,7 @@ from dogbreed.backends.dry_run import DRY_RUN_BUCKET, DRY_RUN_ROLE, DryRun, show
 from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
 from dogbreed.backends.source_bundle import stage_source
 from dogbreed.callbacks import METRIC_NAMES
+from dogbreed.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +375,7 @@ def _decoded(value: str) -> str:
 def write_best_params(path: Path, job_name: str, overrides: Sequence[str]) -> Path:
     """best_params.yaml: a YAML list of Hydra overrides (`python train.py $(...)` or merged by tune.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# best training job: {job_name}\n" + OmegaConf.to_yaml(list(overrides)))
-    return path
+    return write_text_atomic(path, f"# best training job: {job_name}\n" + OmegaConf.to_yaml(list(overrides)))
 
 
 def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dict:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 
 from dogbreed.diagnostics.outcomes import ISSUES, NO_ISSUES, NOT_EVALUATED
+from dogbreed.files import write_text_atomic
 
 SECTIONS = (("debug", "Debugger: tensors and training rules"), ("profile", "Profiler: system and step rules"))
 REPORT_NAME = "diagnostics_report.html"
@@ -31,12 +31,6 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0 1em; }
 code { font-size: 12px; }
 .counts span { margin-right: 1.5em; }
 """
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _numbers(numbers: dict) -> str:
@@ -102,7 +96,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     counts = {s: sum(o["status"] == s for o in all_outcomes) for s in (ISSUES, NO_ISSUES, NOT_EVALUATED)}
     summary = {"run_dir": str(run_dir.resolve()), "counts": counts, "rules": all_outcomes}
-    _write_atomic(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str))
+    write_text_atomic(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str))
 
     counts_html = "".join(
         f"<span style='color:{STATUS_COLOURS[s]}'><b>{n}</b> {s}</span>" for s, n in counts.items()
@@ -114,5 +108,5 @@ def write_report(run_dir: str | Path) -> Path:
         f"{''.join(body)}</body></html>"
     )
     out = run_dir / REPORT_NAME
-    _write_atomic(out, page)
+    write_text_atomic(out, page)
     return out

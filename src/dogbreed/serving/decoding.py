@@ -12,6 +12,7 @@ import binascii
 import io
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -82,7 +83,10 @@ def check_image(data: bytes, limits: RequestLimits, where: str) -> EncodedImage:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             width, height = img.size
     except Image.DecompressionBombError as exc:
-        raise PayloadTooLargeError(f"{where}: {exc}") from exc
+        # Pillow's own guard (twice Image.MAX_IMAGE_PIXELS) fires while parsing the header, before ours.
+        announced = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{announced.group(1)} pixels" if announced else "more pixels than Pillow opens"
+        raise PayloadTooLargeError(f"{where} is {size}, over the limit of {limits.max_pixels}") from exc
     except UnidentifiedImageError as exc:
         raise BadRequestError(
             f"{where} is not an image in a known format ({', '.join(IMAGE_FORMATS)})"
