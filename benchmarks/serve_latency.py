@@ -7,6 +7,7 @@
    against one request at a time. Rounds alternate.
 
     python benchmarks/serve_latency.py [--photos /work/shared/data/real-photos] [--rounds 3] [--requests 160]
+    python benchmarks/serve_latency.py --optimize compile      # ours compiled (server.optimize=compile)
 
 The photos are read where they are, never copied. The weights are random (the speed does not depend on them).
 """
@@ -83,9 +84,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over all photos (latency)")
     parser.add_argument("--requests", type=int, default=160, help="requests per throughput round")
     parser.add_argument("--throughput-rounds", type=int, default=2)
+    parser.add_argument("--optimize", default="fuse", choices=["none", "fuse", "compile"], help="ours")
     args = parser.parse_args()
     photos = [body for body, _ in load_images(args.photos)]
-    report: dict = {"machine": machine(), "photos": len(photos), "model": "resnet50, 224 px, 133 classes"}
+    report: dict = {"machine": machine(), "photos": len(photos), "model": "resnet50, 224 px, 133 classes",
+                    "optimize": args.optimize}  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
@@ -95,6 +98,7 @@ def main() -> None:
 
         os.environ.pop("DOGBREED_THREADS", None)
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"  # one worker: all CPUs for it, like the server
+        os.environ["DOGBREED_OPTIMIZE"] = args.optimize
         handlers = {
             "seed_shape": SeedShapedHandler(model_dir),
             "ours": ours(handler.model_fn(str(model_dir))),
@@ -114,7 +118,7 @@ def main() -> None:
         del handlers
 
         images = load_images(args.photos)
-        with local_server(model_dir) as (port, pid):
+        with local_server(model_dir, [f"server.optimize={args.optimize}"]) as (port, pid):
             rss_before = rss_mb(pid)
             run_load("127.0.0.1", port, images, 16, 16)  # warm-up
             runs: dict[str, list[dict]] = {"one_at_a_time": [], "concurrent_16": []}

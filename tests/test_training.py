@@ -42,6 +42,9 @@ def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
     assert result.stdout.count("val/acc=") >= 3  # each epoch, then the final summary
 
     assert (run_dir / "model" / "weights.pt").is_file() and (run_dir / "model" / "model.json").is_file()
+    # SageMaker's model.tar.gz layout: the entry point and the package it imports come with the model.
+    assert (run_dir / "model" / "code" / "inference.py").is_file()
+    assert (run_dir / "model" / "code" / "dogbreed" / "serving" / "handler.py").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "config.yaml").read_text().count("resnet18") >= 1
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()

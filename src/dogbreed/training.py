@@ -18,6 +18,7 @@ from dogbreed.callbacks import format_metric_lines
 from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
+from dogbreed.serving.packaging import add_inference_code
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
             head_hidden=cfg.model.get("head_hidden"),
             dropout=cfg.model.get("dropout", 0.0),
         )
+        # code/ (inference.py, requirements.txt, the package) makes the folder SageMaker's model.tar.gz as is.
+        add_inference_code(model_dir)
         log.info("exported model to %s", model_dir)
 
     evaluation = write_report(model.last_test_confusion, datamodule.class_names, run_dir / "evaluation")
