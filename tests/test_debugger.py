@@ -105,6 +105,7 @@ def test_healthy_run_finds_no_issues_and_writes_tensors_plots_and_report(shapes3
             "trainer.max_epochs=3",
             "callbacks.debugger.save_interval=6",
             "rules.debugger.LossNotDecreasing.num_steps=6",  # 18 steps: three windows to compare
+            "rules.profiler.IOBottleneck.patience=0",  # evaluated on this short run too
         ],
     )
     rules = result["rules"]
@@ -112,6 +113,7 @@ def test_healthy_run_finds_no_issues_and_writes_tensors_plots_and_report(shapes3
         assert rules[name]["status"] == "NoIssuesFound", rules[name]
     assert rules["StepOutlier"]["status"] == "NoIssuesFound"
     assert rules["Dataloader"]["status"] == "NoIssuesFound"
+    assert rules["IOBottleneck"]["status"] == "NoIssuesFound", rules["IOBottleneck"]
     for name in ("LowGPUUtilization", "BatchSize", "GPUMemoryIncrease"):
         assert rules[name]["status"] == "NotEvaluated" and "GPU" in rules[name]["message"]
     assert "patience=1000" in rules["CPUBottleneck"]["message"]  # too short a run for SageMaker's default

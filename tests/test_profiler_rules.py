@@ -73,3 +73,19 @@ def test_step_outlier_counts_steps_beyond_three_standard_deviations():
     finding = check("StepOutlier", data)
     assert finding.issue and finding.numbers["outliers"] == 11 and finding.step == 200
     assert not check("StepOutlier", data, n_outliers=11).issue
+
+
+def test_io_bottleneck_reads_the_jobs_own_io_wait_not_the_machines():
+    def io_sample(t: float, cpu_iowait: float, job_iowait: float | None) -> SystemSample:
+        return SystemSample(t, 50.0, [50.0], cpu_iowait, 40.0, 4.0, 0.0, 0.0, 5.0, 50.0, job_iowait)
+
+    # The GPU idles throughout; only the job's I/O wait decides (the machine's iowait says the opposite).
+    blocked = gpu_data([io_sample(i, cpu_iowait=0.0, job_iowait=90.0) for i in range(20)])
+    finding = check("IOBottleneck", blocked, patience=0)
+    assert finding.issue and finding.numbers["median_job_iowait_percent_while_idle"] == 90.0
+    others = gpu_data([io_sample(i, cpu_iowait=100.0, job_iowait=0.0) for i in range(20)])
+    assert not check("IOBottleneck", others, patience=0).issue
+    unknown = gpu_data([io_sample(i, cpu_iowait=100.0, job_iowait=None) for i in range(20)])
+    unknown.job_iowait_reason = "thread states are unreadable here (needs Linux /proc)"
+    reason = check("IOBottleneck", unknown, patience=0)
+    assert isinstance(reason, str) and "needs Linux /proc" in reason

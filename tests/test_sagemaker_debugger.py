@@ -6,21 +6,42 @@ import json
 import logging
 
 import pytest
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
-from dogbreed.backends.sagemaker import launch_training
+from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
 from dogbreed.backends.smdebug_hook import debugger_callbacks, trainable_modules
+from dogbreed.diagnostics.outcomes import sagemaker_rule_parameters
 from dogbreed.network import build_network
 from tests.conftest import TINY, compose_config
 
 
-def test_dry_run_request_has_debugger_hook_rules_and_profiler(no_aws, tmp_path):
+def dry_run(tmp_path, overrides: list[str]) -> tuple[dict, DictConfig]:
     overrides = [
         "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "backend.debugger.enabled=true",
-        "backend.profiler.enabled=true", "backend.debugger.rules.VanishingGradient.threshold=0.0001",
-        "backend.debugger.collections.gradients.save_interval=50",
+        "backend.profiler.enabled=true", *overrides,
     ]  # fmt: skip
-    request = launch_training(compose_config(tmp_path, overrides), overrides)
+    cfg = compose_config(tmp_path, overrides)
+    return launch_training(cfg, overrides), cfg
+
+
+def debug_rules(request: dict) -> dict[str, dict[str, str]]:
+    return {r["RuleConfigurationName"]: r["RuleParameters"] for r in request["DebugRuleConfigurations"]}
+
+
+def test_dry_run_request_has_debugger_hook_rules_and_profiler(no_aws, tmp_path):
+    # Thresholds overridden in the shared rules node; debugger=on / profiler=on: the local callbacks too.
+    request, cfg = dry_run(
+        tmp_path,
+        [
+            "rules.debugger.VanishingGradient.threshold=0.0001",
+            "rules.profiler.CPUBottleneck.cpu_threshold=80",
+            "backend.debugger.collections.gradients.save_interval=50",
+            "debugger=on",
+            "profiler=on",
+        ],
+    )
 
     hook = request["DebugHookConfig"]
     assert hook["S3OutputPath"].startswith("s3://set-backend-bucket/dogbreed/output")
@@ -29,7 +50,7 @@ def test_dry_run_request_has_debugger_hook_rules_and_profiler(no_aws, tmp_path):
     }
     assert {"losses", "gradients", "weights", "biases"} <= set(collections)
     assert collections["gradients"]["save_interval"] == "50"
-    rules = {r["RuleConfigurationName"]: r["RuleParameters"] for r in request["DebugRuleConfigurations"]}
+    rules = debug_rules(request)
     expected = {
         "VanishingGradient",
         "Overfit",
@@ -38,13 +59,59 @@ def test_dry_run_request_has_debugger_hook_rules_and_profiler(no_aws, tmp_path):
         "LossNotDecreasing",
     }
     assert set(rules) == expected
-    assert rules["VanishingGradient"]["threshold"] == "0.0001"
-    assert rules["LossNotDecreasing"]["num_steps"] == "10"
     assert all(r["RuleEvaluatorImage"] for r in request["DebugRuleConfigurations"])
+    # The job's rules and the local ones read the one rules node: the override reaches both ...
+    assert rules["VanishingGradient"]["threshold"] == "0.0001"
+    local_debugger = instantiate(cfg.callbacks.debugger)
+    assert local_debugger.specs["VanishingGradient"]["threshold"] == pytest.approx(0.0001)
+    # ... and every parameter the local rule has is what the job's rule is given (SageMaker names).
+    for name in expected:
+        local = sagemaker_rule_parameters({name: local_debugger.specs[name].parameters})[name]
+        assert local.items() <= rules[name].items(), name
+    assert rules["Overfit"]["ratio_threshold"] == "0.1" and "patience_train" not in rules["Overfit"]
+    assert "action_json" not in rules["VanishingGradient"]  # action: log
+    # The job's own config (its hyperparameters) carries the override as well, for rules run inside it.
+    hyperparameters = {k: json.loads(v) for k, v in request["HyperParameters"].items()}
+    assert hyperparameters["rules.debugger.VanishingGradient.threshold"] == "0.0001"
 
     assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
-    profiler_rules = {r["RuleConfigurationName"] for r in request["ProfilerRuleConfigurations"]}
-    assert {"ProfilerReport", "LowGPUUtilization", "CPUBottleneck"} <= profiler_rules
+    profiler_rules = {
+        r["RuleConfigurationName"]: r["RuleParameters"] for r in request["ProfilerRuleConfigurations"]
+    }
+    assert {"ProfilerReport", "LowGPUUtilization", "CPUBottleneck"} <= set(profiler_rules)
+    local_profiler = instantiate(cfg.callbacks.profiler)
+    assert local_profiler.specs["CPUBottleneck"]["cpu_threshold"] == 80
+    assert profiler_rules["CPUBottleneck"]["cpu_threshold"] == "80"
+    assert profiler_rules["CPUBottleneck"]["patience"] == "1000"
+    # ProfilerReport runs the profiler rules itself: it is given the same thresholds
+    assert profiler_rules["ProfilerReport"]["CPUBottleneck_cpu_threshold"] == "80"
+    assert profiler_rules["ProfilerReport"]["IOBottleneck_io_threshold"] == "50"
+    # The backend file only picks rules; no thresholds of its own
+    assert all(isinstance(name, str) for name in cfg.backend.debugger.rules)
+
+
+def test_shared_rule_switches_and_actions_reach_the_job(no_aws, tmp_path):
+    request, _ = dry_run(
+        tmp_path, ["rules.debugger.Overfit=null", "rules.debugger.VanishingGradient.action=stop"]
+    )
+    rules = debug_rules(request)
+    assert "Overfit" not in rules  # switched off for local runs: off for the job too
+    assert "stoptraining" in rules["VanishingGradient"]["action_json"]  # action: stop -> StopTraining
+    assert "action_json" not in rules["Overtraining"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("backend.debugger.rules=[DeadRelu]", "backend.debugger.rules: unknown rule DeadRelu"),
+        ("+rules.debugger.Overfit.patience_x=1", "rules.debugger.Overfit: unknown parameter(s) patience_x"),
+        ("rules.profiler.CPUBottleneck.threshold=150", "rules.profiler: SageMaker rejects a value"),
+    ],
+)
+def test_bad_rule_settings_stop_the_launch_with_the_key(no_aws, tmp_path, override, message):
+    with pytest.raises(SageMakerSetupError) as raised:
+        dry_run(tmp_path, [override])
+    assert message in str(raised.value)
 
 
 def test_only_trainable_modules_are_hooked_with_a_frozen_backbone():

@@ -21,9 +21,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.backends.dry_run import DRY_RUN_BUCKET, DRY_RUN_ROLE, DryRun, show_request
-from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
+from dogbreed.backends.job_spec import (
+    PROFILER_REPORT,
+    hyperparameters_from_overrides,
+    job_rules,
+    metric_definitions,
+    profiler_report_parameters,
+)
 from dogbreed.backends.source_bundle import stage_source
 from dogbreed.callbacks import METRIC_NAMES
+from dogbreed.diagnostics.outcomes import RuleSpec, sagemaker_rule_parameters
 from dogbreed.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -154,8 +161,12 @@ def data_inputs(cfg: DictConfig, session: Any, dry_run: bool) -> dict[str, str] 
 
 
 # -------------------------------------------------------------------------------------------- estimator
-def debugger_settings(backend: DictConfig) -> dict[str, Any]:
-    """Estimator keyword arguments for SageMaker Debugger (hook + rules) and the profiler."""
+def debugger_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Estimator keyword arguments for SageMaker Debugger (hook + rules) and the profiler.
+
+    backend.debugger.rules / backend.profiler.rules only pick rules; their parameters and actions come from
+    the rules node local runs evaluate (conf/rules/sagemaker.yaml), so one override changes both places.
+    """
     from sagemaker.debugger import (
         CollectionConfig,
         DebuggerHookConfig,
@@ -165,6 +176,7 @@ def debugger_settings(backend: DictConfig) -> dict[str, Any]:
         rule_configs,
     )
 
+    backend = cfg.backend
     settings: dict[str, Any] = {"debugger_hook_config": False, "disable_profiler": True}
     debugger = backend.get("debugger") or {}
     if debugger.get("enabled"):
@@ -173,18 +185,23 @@ def debugger_settings(backend: DictConfig) -> dict[str, Any]:
             for name, params in debugger.collections.items()
         }
         settings["debugger_hook_config"] = DebuggerHookConfig(collection_configs=list(collections.values()))
+        specs = _job_rules(cfg, "debugger")
+        parameters = sagemaker_rule_parameters({name: spec.parameters for name, spec in specs.items()})
         rules = []
-        for name, thresholds in debugger.rules.items():
-            factory = getattr(rule_configs, _snake(name), None)
-            if factory is None:
-                raise SageMakerSetupError(f"backend.debugger.rules: no built-in rule named {name}")
-            base = factory()
+        for name, spec in specs.items():
+            base = getattr(rule_configs, _snake(name))()
             # A rule brings its own collection settings (e.g. gradients every 500 steps); the SDK merges them
             # with the hook's through a set, so either could win. Give the rule ours for the same collection.
             wanted = [c["CollectionName"] for c in base.get("CollectionConfigurations", [])]
             ours = [collections[c] for c in wanted if c in collections] or None
-            parameters = {k: str(v) for k, v in (thresholds or {}).items()}
-            rules.append(Rule.sagemaker(base, rule_parameters=parameters, collections_to_save=ours))
+            # action: stop ends a local run; on SageMaker the same rule stops the job (the role needs
+            # sagemaker:StopTrainingJob, or the rule only reports).
+            actions = rule_configs.StopTraining() if spec.action == "stop" else None
+            rules.append(
+                Rule.sagemaker(
+                    base, rule_parameters=parameters[name], collections_to_save=ours, actions=actions
+                )
+            )
         settings["rules"] = rules
     profiler = backend.get("profiler") or {}
     if profiler.get("enabled"):
@@ -192,12 +209,31 @@ def debugger_settings(backend: DictConfig) -> dict[str, Any]:
         settings["profiler_config"] = ProfilerConfig(
             system_monitor_interval_millis=int(profiler.system_monitor_interval_millis)
         )
-        for name in profiler.rules:
-            factory = getattr(rule_configs, name, None)
-            if factory is None:
-                raise SageMakerSetupError(f"backend.profiler.rules: no built-in profiler rule named {name}")
-            settings.setdefault("rules", []).append(ProfilerRule.sagemaker(factory()))
+        specs = _job_rules(cfg, "profiler")
+        values = sagemaker_rule_parameters({n: s.parameters for n, s in specs.items()}, as_text=False)
+        bases = []
+        try:  # the rule classes check their values (percentages within 0-100, positive integers)
+            for name in map(str, profiler.rules or []):
+                if name == PROFILER_REPORT:
+                    shared = profiler_report_parameters(cfg.rules.get("profiler"))
+                    bases.append(rule_configs.ProfilerReport(**shared))
+                elif name in specs:  # not: switched off in rules.profiler
+                    if specs[name].action == "stop":
+                        log.warning(
+                            "rules.profiler.%s.action=stop: SageMaker profiler rules only report", name
+                        )
+                    bases.append(getattr(rule_configs, name)(**values[name]))
+        except (AssertionError, TypeError) as e:
+            raise SageMakerSetupError(f"rules.profiler: SageMaker rejects a value: {e}") from None
+        settings.setdefault("rules", []).extend(ProfilerRule.sagemaker(base) for base in bases)
     return settings
+
+
+def _job_rules(cfg: DictConfig, kind: str) -> dict[str, RuleSpec]:
+    try:
+        return job_rules(cfg.rules.get(kind), cfg.backend[kind].get("rules"), kind)
+    except ValueError as e:
+        raise SageMakerSetupError(str(e)) from None
 
 
 def _snake(name: str) -> str:
@@ -235,7 +271,7 @@ def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, rol
         tags=[{"Key": str(k), "Value": str(v)} for k, v in (backend.get("tags") or {}).items()],
         environment={str(k): str(v) for k, v in (backend.get("environment") or {}).items()},
         sagemaker_session=session,
-        **debugger_settings(backend),
+        **debugger_settings(cfg),
     )
 
 

@@ -117,14 +117,19 @@ def act_on_issue(trainer: Any, spec: RuleSpec, finding: Finding) -> None:
         trainer.should_stop = True
 
 
-def sagemaker_rule_parameters(node: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+def sagemaker_rule_parameters(
+    node: Mapping[str, Any] | None, as_text: bool = True
+) -> dict[str, dict[str, Any]]:
     """Each rule's SageMaker parameters from a rules node (conf/rules/*.yaml, debugger or profiler part),
-    our own keys removed and values as the strings `Rule.sagemaker(..., rule_parameters=...)` takes,
-    so a SageMaker launch configures the same rules with the same thresholds as local runs."""
-    out: dict[str, dict[str, str]] = {}
+    our own keys and null values removed, so a SageMaker launch configures the same rules with the same
+    thresholds as local runs. as_text: values as the strings `Rule.sagemaker(..., rule_parameters=...)`
+    takes; otherwise as they are, for the profiler rule classes, which check them as numbers."""
+    out: dict[str, dict[str, Any]] = {}
     for name, settings in (node or {}).items():
         if settings is None:
             continue
         params = {k: v for k, v in dict(settings).items() if k not in LOCAL_KEYS and v is not None}
-        out[name] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+        if as_text:
+            params = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+        out[name] = params
     return out

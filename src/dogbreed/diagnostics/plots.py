@@ -77,7 +77,10 @@ def plot_profiler(samples: list, steps: list, t0: float, out_dir: Path) -> list[
         axes[0].set(ylabel="CPU %", ylim=(0, 105), title="CPU utilisation per core")
         axes[0].legend(fontsize=6, ncol=4, loc="lower right")
         axes[1].plot(times, [s.memory_percent for s in samples], label="memory %")
-        axes[1].plot(times, [s.iowait_percent for s in samples], label="I/O wait %")
+        axes[1].plot(times, [s.iowait_percent for s in samples], label="CPU I/O wait %")
+        if any(s.job_iowait_percent is not None for s in samples):
+            job_io = [s.job_iowait_percent or 0 for s in samples]
+            axes[1].plot(times, job_io, label="training job blocked on I/O %")
         disk = [s.disk_read_mb_s + s.disk_write_mb_s for s in samples]
         axes[1].plot(times, disk, label="disk MB/s")
         axes[1].set(ylabel="% or MB/s", title="Memory, I/O wait, disk throughput")

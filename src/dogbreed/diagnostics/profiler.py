@@ -139,6 +139,7 @@ class TrainingProfiler(pl.Callback):
             cpu_count=os.cpu_count() or 1,
             gpu=gpu.available,
             gpu_util_reason=None if gpu.util_available else gpu.util_reason,
+            job_iowait_reason=self.monitor.io.reason,
         )
 
     def _evaluate(self, trainer: pl.Trainer | None) -> None:

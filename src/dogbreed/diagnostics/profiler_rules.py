@@ -2,7 +2,9 @@
 
 A check returns a Finding, or a string: the reason it was not evaluated (no GPU, too few samples).
 Where SageMaker asks whether the GPU is idle, a machine without a GPU asks whether the training loop was
-waiting for a batch: that is when an accelerator would idle.
+waiting for a batch: that is when an accelerator would idle. Where SageMaker's IOBottleneck reads the
+machine's CPU iowait, the local rule reads how much of the time the training job itself was blocked on I/O
+(io_wait.py says why: CPU iowait is hidden by any other work and capped at 1/cores per blocked loader).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ProfileData:
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpu: bool = False
     gpu_util_reason: str | None = None  # why GPU utilisation is unknown, when it is
+    job_iowait_reason: str | None = None  # why the training job's I/O wait is unknown, when it is
     _starts: list[float] = field(default_factory=list, repr=False)
 
     def waiting_fraction(self, end: float) -> float:
@@ -127,8 +130,14 @@ def check_low_gpu_utilization(spec: RuleSpec, data: ProfileData) -> Finding | st
 
 
 def _bottleneck(
-    spec: RuleSpec, data: ProfileData, busy: Callable[[SystemSample], bool], what: str
+    spec: RuleSpec,
+    data: ProfileData,
+    measure: Callable[[SystemSample], float],
+    limit: float,
+    name: str,
+    what: str,
 ) -> Finding | str:
+    """The share of samples in which the accelerator idles (or the loop waits) while `measure` > `limit`."""
     samples = _after_patience(spec, data)
     if isinstance(samples, str):
         return samples
@@ -146,23 +155,32 @@ def _bottleneck(
             return "no system samples taken during training steps"
         idle = [s for s in samples if data.waiting_fraction(s.time) > 0.5]
         idle_means = "the training loop waiting for data (no GPU)"
-    bottlenecks = sum(busy(s) for s in idle)
+    bottlenecks = sum(measure(s) > limit for s in idle)
     percent = 100.0 * bottlenecks / len(samples)
     numbers = {"bottleneck_samples": bottlenecks, "idle_samples": len(idle), "samples": len(samples)}
     numbers["bottleneck_percent"] = percent
+    if idle:  # what the measure was while idle, to see how far from the limit it was
+        numbers[f"median_{name}_while_idle"] = float(np.median([measure(s) for s in idle]))
     message = f"{percent:.0f}% of samples had {what} during {idle_means}"
     return Finding(percent > spec["threshold"], f"{message} (threshold {spec['threshold']}%)", None, numbers)
 
 
 def check_cpu_bottleneck(spec: RuleSpec, data: ProfileData) -> Finding | str:
-    return _bottleneck(
-        spec, data, lambda s: s.cpu_percent > spec["cpu_threshold"], f"CPU > {spec['cpu_threshold']}%"
-    )
+    limit = spec["cpu_threshold"]
+    return _bottleneck(spec, data, lambda s: s.cpu_percent, limit, "cpu_percent", f"CPU > {limit}%")
 
 
 def check_io_bottleneck(spec: RuleSpec, data: ProfileData) -> Finding | str:
+    if data.job_iowait_reason:
+        return f"the training job's I/O wait is unknown: {data.job_iowait_reason}"
+    limit = spec["io_threshold"]
     return _bottleneck(
-        spec, data, lambda s: s.iowait_percent > spec["io_threshold"], f"I/O wait > {spec['io_threshold']}%"
+        spec,
+        data,
+        lambda s: s.job_iowait_percent or 0.0,
+        limit,
+        "job_iowait_percent",
+        f"the training job blocked on I/O > {limit}% of the time",
     )
 
 

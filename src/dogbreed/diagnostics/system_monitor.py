@@ -1,4 +1,5 @@
-"""Sample system utilisation in a background thread: CPU per core, I/O wait, memory, disk I/O, GPU."""
+"""Sample system utilisation in a background thread: CPU per core, I/O wait (the machine's and the training
+job's own), memory, disk I/O, GPU."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dogbreed.diagnostics.io_wait import JobIoWait
+
 log = logging.getLogger(__name__)
+
+# Thread-state probes of the training job per system sample (every 50 ms at interval_s=0.5): enough for a
+# percentage to compare with IOBottleneck's io_threshold, at ~0.06 ms of CPU per probe (3 threads).
+IO_PROBES_PER_SAMPLE = 10
 
 
 def _require_psutil():
@@ -27,13 +34,16 @@ class SystemSample:
     time: float  # time.monotonic(), comparable with the profiler's step timestamps
     cpu_percent: float  # mean over cores
     cpu_per_core: list[float]
-    iowait_percent: float
+    iowait_percent: float  # the machine's CPU iowait, what SageMaker reports as I/OWaitPercentage
     memory_percent: float
     memory_used_gb: float
     disk_read_mb_s: float
     disk_write_mb_s: float
     gpu_util_percent: float | None = None
     gpu_memory_percent: float | None = None
+    # Share of the interval in which a thread of the training process or its loader workers was blocked
+    # on I/O (io_wait.py); None where thread states cannot be read.
+    job_iowait_percent: float | None = None
 
 
 class _GpuReader:
@@ -73,6 +83,8 @@ class SystemMonitor:
             raise ValueError(f"profiler interval_s={self.interval_s} must be > 0")
         self.psutil = _require_psutil()
         self.gpu = _GpuReader()
+        self.io = JobIoWait()
+        self._process = self.psutil.Process()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,7 +106,16 @@ class SystemMonitor:
         self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        probe_s = self.interval_s / IO_PROBES_PER_SAMPLE
+        while True:
+            for _ in range(IO_PROBES_PER_SAMPLE):
+                if self._stop.wait(probe_s):
+                    return
+                try:
+                    self.io.probe()
+                except Exception as exc:  # a probing failure must never break training either
+                    log.warning("system monitor: I/O wait probe failed, not probing again: %s", exc)
+                    self.io.available, self.io.reason = False, f"probing failed: {exc}"
             try:
                 self.samples.append(self.sample())
             except Exception as exc:  # a sampling failure must never break training
@@ -112,6 +133,9 @@ class SystemMonitor:
         read_mb = (disk.read_bytes - last.read_bytes) / 1e6 / seconds if disk and last else 0.0
         write_mb = (disk.write_bytes - last.write_bytes) / 1e6 / seconds if disk and last else 0.0
         gpu_util, gpu_memory = self.gpu.read()
+        job_iowait = self.io.take()
+        if self.io.available:  # loader workers start and stop with epochs
+            self.io.set_children(c.pid for c in self._process.children(recursive=True))
         return SystemSample(
             time=now,
             cpu_percent=sum(per_core) / len(per_core),
@@ -123,6 +147,7 @@ class SystemMonitor:
             disk_write_mb_s=write_mb,
             gpu_util_percent=gpu_util,
             gpu_memory_percent=gpu_memory,
+            job_iowait_percent=job_iowait,
         )
 
     def write_csv(self, path: Path, start_time: float) -> None:
