@@ -69,5 +69,5 @@ def test_loader_workers_are_sized_to_the_cpus_this_process_may_use(shapes3, tmp_
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
-    assert loader.num_workers == max(1, min(8, available_cpus() - 1))
+    assert loader.num_workers == max(1, min(32, available_cpus() - 1))
     assert loader.prefetch_factor == 4 and loader.persistent_workers
