@@ -120,18 +120,22 @@ def bare_run(
         if i == warmup:
             synchronize(device)
             start = time.perf_counter()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x.to(device, non_blocking=True), y.to(device, non_blocking=True), dtype)
         if i >= warmup:
             images += len(y)
         if i + 1 == warmup + steps:
             break
     synchronize(device)
     return images / (time.perf_counter() - start)
+
+
+def train_step(model: BreedClassifier, optimizer, x: torch.Tensor, y: torch.Tensor, dtype) -> None:
+    """One step as Lightning's automatic optimisation runs it, under autocast when `dtype` is set."""
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = model.criterion(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def synthetic_run(freeze: str, steps: int, warmup: int, batch: int, size: int, precision: str) -> float:
@@ -148,11 +152,7 @@ def synthetic_run(freeze: str, steps: int, warmup: int, batch: int, size: int, p
         if i == warmup:
             synchronize(device)
             start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x, y, dtype)
     synchronize(device)
     return steps * batch / (time.perf_counter() - start)
 
