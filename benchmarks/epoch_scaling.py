@@ -11,9 +11,11 @@ validation and test excluded).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +48,8 @@ def epoch_seconds(root: Path, run_dir: Path, size: int, overrides: list[str]) ->
             "export=false", "trainer.enable_progress_bar=false", "~callbacks.model_checkpoint", *overrides,
         ])  # fmt: skip
     timer = EpochTimer()
-    fit(cfg, extra_callbacks=[timer])
+    with contextlib.redirect_stdout(sys.stderr):  # fit prints metric lines; stdout is for the JSON
+        fit(cfg, extra_callbacks=[timer])
     return timer.seconds
 
 
