@@ -7,7 +7,7 @@
    against one request at a time. Rounds alternate.
 
     python benchmarks/serve_latency.py [--photos /work/shared/data/real-photos] [--rounds 3] [--requests 160]
-    python benchmarks/serve_latency.py --optimize compile      # ours compiled (server.optimize=compile)
+    python benchmarks/serve_latency.py --optimize bf16         # ours in bfloat16 (server.optimize=bf16)
 
 The photos are read where they are, never copied. The weights are random (the speed does not depend on them).
 """
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over all photos (latency)")
     parser.add_argument("--requests", type=int, default=160, help="requests per throughput round")
     parser.add_argument("--throughput-rounds", type=int, default=2)
-    parser.add_argument("--optimize", default="fuse", choices=["none", "fuse", "compile"], help="ours")
+    parser.add_argument("--optimize", default="fuse", choices=["none", "fuse", "bf16"], help="ours")
     args = parser.parse_args()
     photos = [body for body, _ in load_images(args.photos)]
     report: dict = {"machine": machine(), "photos": len(photos), "model": "resnet50, 224 px, 133 classes",

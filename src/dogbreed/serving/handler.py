@@ -2,7 +2,7 @@
 
 `serve/inference.py` (shipped as `code/inference.py` in model.tar.gz) re-exports these. Settings come
 from the model's environment variables, the only channel SageMaker offers:
-DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_OPTIMIZE (fuse|none|compile), DOGBREED_TOPK, DOGBREED_THREADS and
+DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_OPTIMIZE (fuse|none|bf16), DOGBREED_TOPK, DOGBREED_THREADS and
 the limits of `RequestLimits.from_env`.
 """
 
