@@ -2,7 +2,8 @@
 
 Either way the archive is made by `dogbreed.serving.packaging` (weights.pt and model.json at the root,
 code/ with inference.py, requirements.txt and the dogbreed package), so the endpoint always runs this
-project's handler, also for a training job's output, which has no code/.
+project's current handler: a training job's output carries the code/ of the version that trained it (or
+none, from versions before fit() exported it), and repacking replaces it.
 """
 
 from __future__ import annotations
