@@ -25,10 +25,13 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.backend.name == "sagemaker":
         from hydra.core.hydra_config import HydraConfig
 
-        from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
+        from dogbreed.backends.sagemaker import SageMakerSetupError, attach, launch_training
 
         try:
-            launch_training(cfg, HydraConfig.get().overrides.task)
+            if cfg.get("attach"):  # an existing training job: follow it, download its results
+                attach(cfg, str(cfg.attach), "training")
+            else:
+                launch_training(cfg, HydraConfig.get().overrides.task)
         except SageMakerSetupError as e:
             raise SystemExit(f"error: {e}") from None
         return None
@@ -36,7 +39,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from dogbreed.backends.container import sagemaker_argv
+    from dogbreed.backends.container import enter_job_environment, sagemaker_argv
 
     sys.argv = sagemaker_argv(sys.argv, os.environ)
+    enter_job_environment(os.environ)
     main()

@@ -18,16 +18,15 @@ def main(cfg: DictConfig) -> float | None:
         # The same conf/search file becomes the tuning job's parameter ranges.
         from omegaconf import OmegaConf
 
-        from dogbreed.backends.sagemaker import SageMakerSetupError, launch_tuning
-        from dogbreed.tuning import objective_of
+        from dogbreed.backends.sagemaker import SageMakerSetupError, attach, launch_tuning
 
-        # One objective for both tuners: tune.objective/direction decide the SageMaker job's too.
-        objective = objective_of(cfg.tune)
-        cfg.backend.tuning.objective, cfg.backend.tuning.direction = objective.metric, objective.direction
         try:
-            launch_tuning(
-                cfg, HydraConfig.get().overrides.task, OmegaConf.to_container(cfg.search, resolve=True)
-            )
+            if cfg.get("attach"):  # an existing tuning job: its best values and files
+                attach(cfg, str(cfg.attach), "tuning")
+            else:  # tune.objective/direction decide the tuning job's objective, as a local study's
+                launch_tuning(
+                    cfg, HydraConfig.get().overrides.task, OmegaConf.to_container(cfg.search, resolve=True)
+                )
         except SageMakerSetupError as e:
             raise SystemExit(f"error: {e}") from None
         return None

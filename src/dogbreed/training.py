@@ -87,9 +87,18 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         (c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if best and not Path(best).is_file():
+        # A resumed checkpoint remembers a best file that is not here (moved, or another machine's path).
+        log.warning("the best checkpoint %s is missing: testing and exporting the final weights", best)
+        best = None
     log.info("testing %s", best or "the final weights")
     (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics.update({k: float(v) for k, v in test_metrics.items()})
+    if best:
+        # The val/* figures reported at the end (and read by a tuning job's objective) must be those of the
+        # weights tested and exported, not of the last epoch.
+        (best_val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update({k: float(v) for k, v in best_val.items() if k.startswith("val/")})
 
     if not trainer.is_global_zero:
         return metrics  # one process writes the model and the reports
@@ -118,7 +127,11 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         **metrics,
         "best_checkpoint": best,
         # The monitored value (val/loss by default) of the best epoch: the one tested and exported.
-        "best_score": float(checkpoint.best_model_score) if checkpoint and best else None,
+        "best_score": (
+            float(checkpoint.best_model_score)
+            if checkpoint and best and checkpoint.best_model_score is not None
+            else None
+        ),
         "monitor": checkpoint.monitor if checkpoint else None,
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
@@ -127,5 +140,6 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         "mean_class_accuracy": evaluation["mean_class_accuracy"],
     }
     write_json_atomic(run_dir / "metrics.json", summary)
-    print(format_metric_lines(metrics), flush=True)
+    # Last lines of the job's log: the exported weights' val/* and test/* (a tuning objective reads these).
+    print(format_metric_lines({k: v for k, v in metrics.items() if not k.startswith("train/")}), flush=True)
     return summary

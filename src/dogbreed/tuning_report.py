@@ -13,12 +13,15 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from omegaconf import OmegaConf
 
 from dogbreed.files import write_text_atomic
 from dogbreed.search_space import format_override
+
+if TYPE_CHECKING:  # optuna is the tune extra; a SageMaker tuning job's results are written without it
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +46,41 @@ def write_best(study: optuna.Study, out_dir: Path, tune_overrides: Sequence[str]
     except ValueError:
         log.warning("no trial of study %s completed: no best parameters to write", study.study_name)
         return None
-    overrides = train_overrides(tune_overrides, best.params)
+    return write_best_files(
+        out_dir,
+        study_name=study.study_name,
+        direction=study.direction.name.lower(),
+        trial=best.number,
+        value=best.value,
+        params=best.params,
+        user_attrs=best.user_attrs,
+        overrides=train_overrides(tune_overrides, best.params),
+    )
+
+
+def write_best_files(
+    out_dir: Path,
+    *,
+    study_name: str,
+    direction: str,
+    trial: Any,
+    value: Any,
+    params: dict,
+    user_attrs: dict,
+    overrides: list[str],
+) -> Path:
+    """best_overrides.txt and best_params.yaml, the one layout of a local study and a SageMaker tuning job
+    (there `study_name` is the tuning job and `trial` its best training job)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     # Written whole or not at all: a study killed here leaves the previous best files intact.
     path = write_text_atomic(out_dir / "best_overrides.txt", "\n".join(overrides) + "\n")
     summary = {
-        "study_name": study.study_name,
-        "direction": study.direction.name.lower(),
-        "trial": best.number,
-        "value": best.value,
-        "params": best.params,
-        "user_attrs": best.user_attrs,
+        "study_name": study_name,
+        "direction": direction,
+        "trial": trial,
+        "value": value,
+        "params": params,
+        "user_attrs": user_attrs,
         "overrides": overrides,
     }
     write_text_atomic(out_dir / "best_params.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
@@ -77,6 +105,7 @@ def _save(plot, path: Path) -> None:
 def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """PNG files of the study; a plot that needs more completed trials than there are is left out."""
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
     from optuna.importance import PedAnovaImportanceEvaluator

@@ -20,7 +20,9 @@ from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
 log = logging.getLogger(__name__)
 
 # Overrides that describe the launching machine, not the training: the container sets its own.
-LAUNCHER_ONLY_KEYS = ("backend", "hydra", "run_dir", "model_dir", "ckpt_path", "data.root", "task_name")
+LAUNCHER_ONLY_KEYS = (
+    "backend", "hydra", "run_dir", "model_dir", "ckpt_path", "data.root", "task_name", "attach",
+)  # fmt: skip  (one tuple, read as a list)
 
 RULE_DEFAULTS = {"debugger": DEBUGGER_RULE_DEFAULTS, "profiler": PROFILER_RULE_DEFAULTS}
 # SageMaker's profiler report: not a rule of ours but a job that runs every profiler rule itself.
@@ -30,7 +32,8 @@ PROFILER_REPORT = "ProfilerReport"
 _NUMBER = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf))"
 
 
-def _override_key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The config key an override sets: `++trainer.num_nodes=2` -> `trainer.num_nodes`."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -47,7 +50,7 @@ def hyperparameters_from_overrides(overrides: Iterable[str]) -> dict[str, str]:
     hyperparameters: dict[str, str] = {}
     for override in overrides:
         key, _, value = override.partition("=")
-        if not key or _is_launcher_only(_override_key(override)):
+        if not key or _is_launcher_only(override_key(override)):
             continue
         hyperparameters[key] = value
     return hyperparameters
@@ -57,7 +60,9 @@ def overrides_from_hyperparameters(hyperparameters: dict[str, object]) -> list[s
     """The inverse: {key: value} -> ['key=value', ...]; values may arrive as numbers from SM_HPS."""
     overrides = []
     for key, value in hyperparameters.items():
-        if key.startswith("sagemaker_"):  # the toolkit's own settings (program, submit dir, ...)
+        # The toolkit's own settings (sagemaker_program, ...) and the service's (_tuning_objective_metric,
+        # which a tuning job adds to every training job's hyperparameters) are not train.py's.
+        if key.startswith(("sagemaker_", "_")):
             continue
         text = _hydra_value(value)
         overrides.append(key if key.startswith("~") and text == "" else f"{key}={text}")

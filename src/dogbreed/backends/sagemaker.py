@@ -8,7 +8,6 @@ sent or uploaded and no credentials are needed; the CreateTrainingJob request is
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -26,21 +25,65 @@ from dogbreed.backends.job_spec import (
     hyperparameters_from_overrides,
     job_rules,
     metric_definitions,
+    override_key,
     profiler_report_parameters,
 )
 from dogbreed.backends.source_bundle import stage_source
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.diagnostics.outcomes import RuleSpec, sagemaker_rule_parameters
-from dogbreed.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 # Telemetry is an HTTP call outside boto3 that dry runs and tests must not make.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+# Error codes that mean the credentials themselves are bad, not the request.
+CREDENTIAL_ERRORS = {
+    "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
+    "InvalidSignatureException", "SignatureDoesNotMatch", "InvalidAccessKeyId", "RequestExpired",
+    "AuthFailure", "IncompleteSignature",
+}  # fmt: skip  (one set, read as a list)
 
 
 class SageMakerSetupError(RuntimeError):
     """Something to set before a job can start; the message is one line saying what."""
+
+
+@contextmanager
+def aws_errors() -> Iterator[None]:
+    """AWS refusing a call (bad or expired credentials, access denied, a ValidationException) or being out
+    of reach becomes a SageMakerSetupError: one line with the service's own message, no traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        code, message = error.get("Code", "Error"), error.get("Message", str(e))
+        if code in CREDENTIAL_ERRORS:
+            hint = "; refresh the credentials (aws sso login, aws configure) or set AWS_PROFILE"
+        elif code in ("AccessDenied", "AccessDeniedException"):
+            hint = "; the identity or backend.role lacks a permission this needs"
+        else:
+            hint = ""
+        raise SageMakerSetupError(f"AWS refused {e.operation_name}: {code}: {message}{hint}") from None
+    except NoCredentialsError:
+        raise SageMakerSetupError(
+            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        ) from None
+    except BotoCoreError as e:
+        raise SageMakerSetupError(f"AWS cannot be reached or configured: {e}") from None
+
+
+def sdk_config() -> dict:
+    """The SDK's own configuration (admin and user config files, SAGEMAKER_*_CONFIG_OVERRIDE): its defaults
+    (VPC, KMS keys, tags, ...) apply to our jobs as to any; only telemetry is switched off."""
+    from sagemaker.config import load_sagemaker_config
+
+    config = load_sagemaker_config() or {}
+    config.setdefault("SchemaVersion", "1.0")
+    python_sdk = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {})
+    python_sdk.setdefault("Modules", {}).setdefault("TelemetryOptOut", True)
+    return config
 
 
 def _sdk():
@@ -89,7 +132,7 @@ def make_session(backend: DictConfig, dry_run: DryRun | None = None, *, bucket_r
         dry_run.bucket = bucket
     if not bucket and bucket_required:
         raise SageMakerSetupError("no S3 bucket: set backend.bucket=<bucket> or SAGEMAKER_BUCKET")
-    return sagemaker.Session(boto_session=boto_session, default_bucket=bucket, sagemaker_config=SDK_CONFIG)
+    return sagemaker.Session(boto_session=boto_session, default_bucket=bucket, sagemaker_config=sdk_config())
 
 
 def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
@@ -97,6 +140,36 @@ def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
     role = resolve_role(backend, dry_run)
     check_instance_type(session, backend.instance_type, "TrainingInstanceType", "backend.instance_type")
     return role
+
+
+def check_job_settings(cfg: DictConfig) -> None:
+    """Combinations that a job would accept and then run wrong (or hang), refused before launch."""
+    backend, trainer = cfg.backend, cfg.trainer
+    count = int(backend.instance_count)
+    strategy = str(trainer.get("strategy") or "auto")
+    num_nodes = int(trainer.get("num_nodes") or 1)
+    if count > 1 and not strategy.startswith("ddp"):
+        raise SageMakerSetupError(
+            f"backend.instance_count={count} trains one model across {count} instances with DDP:"
+            f" add trainer=ddp (trainer.strategy is {strategy})"
+        )
+    if num_nodes not in (1, count):
+        raise SageMakerSetupError(
+            f"trainer.num_nodes={num_nodes} disagrees with backend.instance_count={count}:"
+            f" drop trainer.num_nodes (the job sets it to the instance count) or set both alike"
+        )
+    image = backend.get("image_uri")
+    if (backend.get("debugger") or {}).get("enabled") and not image:
+        raise SageMakerSetupError(
+            "backend.debugger.enabled=true: SageMaker Debugger's rules need smdebug in the training image,"
+            " and the PyTorch container has none; use debugger=on (our rules run inside the job) or set"
+            " backend.image_uri to an image with smdebug"
+        )
+    if backend.get("network_isolation") and not image:
+        raise SageMakerSetupError(
+            "backend.network_isolation=true: the job cannot pip-install its requirements.txt without a"
+            " network; set backend.image_uri to an image with this project's dependencies (docker/Dockerfile)"
+        )
 
 
 def resolve_role(backend: DictConfig, dry_run: bool) -> str:
@@ -144,10 +217,15 @@ def data_inputs(cfg: DictConfig, session: Any, dry_run: bool) -> dict[str, str] 
         return channels
     if cfg.data.get("synthetic"):
         return None  # the container generates the embedded data set itself
-    from dogbreed.data.folders import inspect_layout
+    from dogbreed.data.folders import DataLayoutError, inspect_layout
 
     root = Path(cfg.data.root)
-    inspect_layout(root)  # a bad local folder stops here, before anything is uploaded
+    try:
+        inspect_layout(root)  # a bad local folder stops here, before anything is uploaded
+    except DataLayoutError as e:
+        raise SageMakerSetupError(
+            f"data.root={root}: {e} (or give the data in S3: backend.inputs=s3://<bucket>/<prefix>)"
+        ) from None
     key_prefix = f"{backend.prefix}/data/{root.resolve().name}"
     uri = f"s3://{session.default_bucket()}/{key_prefix}"
     if dry_run:
@@ -240,16 +318,59 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
-def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, role: str, source_dir: Path):
-    """The PyTorch script-mode estimator that runs this project's train.py with this run's overrides."""
+def job_name_for(base_job_name: str, tuning: bool = False) -> str:
+    """A unique job name the way the SDK makes them (base name + timestamp), chosen before launch so that
+    the job's own checkpoint location can carry it. Tuning job names are capped at 32 characters."""
+    from sagemaker.utils import name_from_base
+
+    if tuning:
+        return name_from_base(base_job_name, max_length=32, short=True)
+    return name_from_base(base_job_name)
+
+
+def _optional(value: Any) -> Any:
+    # null: leave the argument to the SDK, which then takes the value from its config file (admin defaults).
+    return None if value is None else value
+
+
+def security_settings(backend: DictConfig) -> dict[str, Any]:
+    """VPC, network isolation, inter-container encryption, KMS keys and input mode as estimator arguments;
+    unset ones stay None so that the SDK's config file can fill them."""
+    vpc = backend.get("vpc") or {}
+    kms = backend.get("kms") or {}
+    return {
+        "subnets": list(vpc.get("subnets") or []) or None,
+        "security_group_ids": list(vpc.get("security_group_ids") or []) or None,
+        "enable_network_isolation": _optional(backend.get("network_isolation")),
+        "encrypt_inter_container_traffic": _optional(backend.get("encrypt_inter_container_traffic")),
+        "volume_kms_key": _optional(kms.get("volume")),
+        "output_kms_key": _optional(kms.get("output")),
+        "input_mode": str(backend.get("input_mode") or "File"),
+    }
+
+
+def build_estimator(
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    session: Any,
+    role: str,
+    source_dir: Path,
+    checkpoint_name: str | None = None,
+):
+    """The PyTorch script-mode estimator that runs this project's train.py with this run's overrides.
+
+    `checkpoint_name` (the training or tuning job's name) gives the job its own checkpoint location.
+    """
     from sagemaker.pytorch import PyTorch
 
     backend = cfg.backend
     bucket = session.default_bucket()
     checkpoint_s3_uri = backend.get("checkpoint_s3_uri")
     if backend.spot and not checkpoint_s3_uri:
-        checkpoint_s3_uri = f"s3://{bucket}/{backend.prefix}/checkpoints/{backend.base_job_name}"
+        name = checkpoint_name or backend.base_job_name
+        checkpoint_s3_uri = f"s3://{bucket}/{backend.prefix}/checkpoints/{name}"
     max_wait = (backend.get("max_wait_s") or 2 * backend.max_run_s) if backend.spot else None
+    image = backend.get("image_uri")
     return PyTorch(
         entry_point="train.py",
         source_dir=str(source_dir),
@@ -257,8 +378,9 @@ def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, rol
         instance_type=backend.instance_type,
         instance_count=backend.instance_count,
         volume_size=backend.volume_size_gb,
-        framework_version=str(backend.framework_version),
-        py_version=backend.py_version,
+        framework_version=None if image else str(backend.framework_version),
+        py_version=None if image else backend.py_version,
+        image_uri=image or None,
         hyperparameters=hyperparameters_from_overrides(overrides),
         metric_definitions=metric_definitions(),
         base_job_name=backend.base_job_name,
@@ -271,6 +393,7 @@ def build_estimator(cfg: DictConfig, overrides: Sequence[str], session: Any, rol
         tags=[{"Key": str(k), "Value": str(v)} for k, v in (backend.get("tags") or {}).items()],
         environment={str(k): str(v) for k, v in (backend.get("environment") or {}).items()},
         sagemaker_session=session,
+        **security_settings(backend),
         **debugger_settings(cfg),
     )
 
@@ -283,6 +406,7 @@ def _staged_source() -> Iterator[Path]:
 
 def _prepare_job(cfg: DictConfig) -> tuple[DryRun | None, Any, str, Any]:
     """What every job needs first: the dry-run recorder (if any), a session, the checked role, the data."""
+    check_job_settings(cfg)
     dry_run = DryRun() if cfg.backend.dry_run else None
     session = make_session(cfg.backend, dry_run)
     role = check_backend(cfg.backend, session, dry_run is not None)
@@ -290,18 +414,28 @@ def _prepare_job(cfg: DictConfig) -> tuple[DryRun | None, Any, str, Any]:
 
 
 def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
-    """Start (or, with backend.dry_run, print) the training job; return the CreateTrainingJob request."""
+    """Start (or, with backend.dry_run, print) the training job; return the CreateTrainingJob request.
+
+    With backend.wait, follow it to the end and download what it left (see `attach_training`)."""
     backend = cfg.backend
-    dry_run, session, role, inputs = _prepare_job(cfg)
-    with _staged_source() as source_dir:
-        estimator = build_estimator(cfg, overrides, session, role, source_dir)
-        estimator.fit(inputs, wait=bool(backend.wait) and dry_run is None, logs="All")
-    if dry_run is not None:
-        return show_request(cfg.run_dir, dry_run.request("CreateTrainingJob"), "training_job_request.json")
-    job = estimator.latest_training_job
-    log.info("started training job %s", job.name)
-    print(f"training_job={job.name}", file=sys.stderr)
-    return job.describe()
+    with aws_errors():
+        dry_run, session, role, inputs = _prepare_job(cfg)
+        name = job_name_for(backend.base_job_name)
+        with _staged_source() as source_dir:
+            estimator = build_estimator(cfg, overrides, session, role, source_dir, checkpoint_name=name)
+            estimator.fit(inputs, wait=False, job_name=name)
+        if dry_run is not None:
+            return show_request(
+                cfg.run_dir, dry_run.request("CreateTrainingJob"), "training_job_request.json"
+            )
+        job = estimator.latest_training_job
+        log.info("started training job %s", job.name)
+        print(f"training_job={job.name}", file=sys.stderr)
+        if backend.wait:
+            from dogbreed.backends.job_results import attach_training
+
+            return attach_training(cfg, session, job.name)
+        return job.describe()
 
 
 # ----------------------------------------------------------------------------------------------- tuning
@@ -336,25 +470,62 @@ def _hyperparameter_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def tuning_objective(cfg: DictConfig) -> tuple[str, str]:
+    """tune.objective / tune.direction, the one objective of a local study and a SageMaker tuning job."""
+    from dogbreed.tuning import TuneConfigError, objective_of
+
+    if cfg.get("tune") is None:
+        raise SageMakerSetupError("a tuning job is launched by tune.py (its config holds tune.objective)")
+    try:
+        objective = objective_of(cfg.tune)
+    except TuneConfigError as e:
+        raise SageMakerSetupError(str(e)) from None
+    if objective.metric not in METRIC_NAMES:
+        raise SageMakerSetupError(
+            f"tune.objective={objective.metric} is not a metric train.py prints: " + ", ".join(METRIC_NAMES)
+        )
+    return objective.metric, objective.direction
+
+
+# Keys of tune.py's config that train.py's does not have: a training job given them dies in Hydra.
+TUNE_ONLY_KEYS = ("search", "tune")
+
+
+def static_train_overrides(overrides: Sequence[str], tuned: Any = ()) -> list[str]:
+    """tune.py's overrides as every training job of a tuning job takes them: tune-only keys (search=,
+    tune.*) and the tuned keys out; each job gets the tuned values from the service."""
+    static = []
+    for override in overrides:
+        key = override_key(override)
+        if key in tuned or any(key == k or key.startswith(k + ".") for k in TUNE_ONLY_KEYS):
+            continue
+        static.append(override)
+    return static
+
+
 def build_tuner(
-    cfg: DictConfig, overrides: Sequence[str], space: dict, session: Any, role: str, source: Path
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    space: dict,
+    session: Any,
+    role: str,
+    source: Path,
+    tuning_name: str | None = None,
 ):
     """A HyperparameterTuner around the training estimator; tuned keys leave the job's static overrides."""
     from sagemaker.tuner import HyperbandStrategyConfig, HyperparameterTuner, StrategyConfig
 
     tuning = cfg.backend.tuning
-    if tuning.objective not in METRIC_NAMES:
-        raise SageMakerSetupError(
-            f"backend.tuning.objective={tuning.objective} is not a metric train.py prints: "
-            + ", ".join(METRIC_NAMES)
-        )
-    if tuning.direction not in ("minimize", "maximize"):
-        raise SageMakerSetupError(
-            f"backend.tuning.direction must be minimize or maximize, got {tuning.direction}"
-        )
+    objective, direction = tuning_objective(cfg)
     ranges = search_space_to_sagemaker(space)
-    static = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ranges]
-    estimator = build_estimator(cfg, static, session, role, source)
+    static = static_train_overrides(overrides, ranges)
+    for kind in ("debugger", "profiler"):
+        if (cfg.backend.get(kind) or {}).get("enabled"):
+            raise SageMakerSetupError(
+                f"backend.{kind}.enabled=true: a tuning job's training jobs run no SageMaker {kind} rules;"
+                f" use {kind}=on instead (our rules run inside every training job and print rule/* lines)"
+            )
+    estimator = build_estimator(cfg, static, session, role, source, checkpoint_name=tuning_name)
     strategy_config, early_stopping = None, tuning.early_stopping
     if tuning.strategy == "Hyperband":
         strategy_config = StrategyConfig(
@@ -370,12 +541,12 @@ def build_tuner(
         )
     return HyperparameterTuner(
         estimator,
-        objective_metric_name=tuning.objective,
+        objective_metric_name=objective,
         hyperparameter_ranges=ranges,
         metric_definitions=metric_definitions(),
         strategy=tuning.strategy,
         strategy_config=strategy_config,
-        objective_type=tuning.direction.capitalize(),
+        objective_type=direction.capitalize(),
         max_jobs=int(tuning.max_jobs),
         max_parallel_jobs=int(tuning.max_parallel_jobs),
         early_stopping_type=early_stopping,
@@ -388,48 +559,32 @@ def _tuning_job_prefix(name: str) -> str:
     return name[:20]  # the SDK appends a timestamp; tuning job names are capped at 32 characters
 
 
-def best_params(session: Any, tuning_job_name: str) -> tuple[str, list[str]]:
-    """The best training job of a finished tuning job and its tuned values as Hydra overrides."""
-    described = session.sagemaker_client.describe_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=tuning_job_name
-    )
-    best = described.get("BestTrainingJob")
-    if not best:
-        raise SageMakerSetupError(f"tuning job {tuning_job_name} has no best training job (yet)")
-    overrides = [f"{key}={_decoded(value)}" for key, value in sorted(best["TunedHyperParameters"].items())]
-    return best["TrainingJobName"], overrides
-
-
-def _decoded(value: str) -> str:
-    try:  # the SDK JSON-encodes categorical values for framework estimators
-        decoded = json.loads(value)
-    except json.JSONDecodeError:
-        return value
-    return decoded if isinstance(decoded, str) else value
-
-
-def write_best_params(path: Path, job_name: str, overrides: Sequence[str]) -> Path:
-    """best_params.yaml: a YAML list of Hydra overrides (`python train.py $(...)` or merged by tune.py)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(path, f"# best training job: {job_name}\n" + OmegaConf.to_yaml(list(overrides)))
-
-
 def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dict:
-    """Start (or print, with backend.dry_run) the tuning job; after backend.wait, write best_params.yaml."""
+    """Start (or print, with backend.dry_run) the tuning job; with backend.wait, follow it to the end and
+    bring the best job's values and files into the run directory (see `attach_tuning`)."""
     backend = cfg.backend
-    dry_run, session, role, inputs = _prepare_job(cfg)
-    with _staged_source() as source_dir:
-        tuner = build_tuner(cfg, overrides, space, session, role, source_dir)
-        tuner.fit(inputs, wait=False)
-    if dry_run is not None:
-        return show_request(
-            cfg.run_dir, dry_run.request("CreateHyperParameterTuningJob"), "tuning_job_request.json"
-        )
-    name = tuner.latest_tuning_job.name
-    print(f"tuning_job={name}", file=sys.stderr)
-    if backend.wait:
-        tuner.wait()
-        job, best = best_params(session, name)
-        path = write_best_params(Path(cfg.run_dir) / backend.tuning.best_params_file, job, best)
-        log.info("best training job %s: %s (written to %s)", job, " ".join(best), path)
-    return session.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    with aws_errors():
+        dry_run, session, role, inputs = _prepare_job(cfg)
+        name = job_name_for(_tuning_job_prefix(backend.base_job_name), tuning=True)
+        with _staged_source() as source_dir:
+            tuner = build_tuner(cfg, overrides, space, session, role, source_dir, tuning_name=name)
+            tuner.fit(inputs, job_name=name, wait=False)
+        if dry_run is not None:
+            return show_request(
+                cfg.run_dir, dry_run.request("CreateHyperParameterTuningJob"), "tuning_job_request.json"
+            )
+        print(f"tuning_job={name}", file=sys.stderr)
+        if backend.wait:
+            from dogbreed.backends.job_results import attach_tuning
+
+            return attach_tuning(cfg, session, name)
+        return session.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+
+
+def attach(cfg: DictConfig, name: str, kind: str) -> dict:
+    """`attach=<job name>`: follow a training or tuning job (backend.wait) and download its results."""
+    from dogbreed.backends.job_results import attach_training, attach_tuning
+
+    with aws_errors():
+        session = make_session(cfg.backend, bucket_required=False)
+        return (attach_tuning if kind == "tuning" else attach_training)(cfg, session, name)

@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_CHECKS, DEBUGGER_RULE_DEFAULTS, RECOMMENDATIONS
-from dogbreed.diagnostics.outcomes import Finding, RuleOutcome, act_on_issue, outcome_from, parse_rule_specs
+from dogbreed.diagnostics.outcomes import (
+    Finding,
+    RuleOutcome,
+    act_on_issue,
+    outcome_from,
+    parse_rule_specs,
+    rule_metric_lines,
+)
 from dogbreed.diagnostics.tensor_history import TensorHistory, gradient_percentiles, layer_statistics
 
 log = logging.getLogger(__name__)
@@ -185,6 +192,8 @@ class TensorDebugger(pl.Callback):
         (self.out_dir / "rule_outcomes.json").write_text(json.dumps(outcomes, indent=2, default=str))
         for o in outcomes:
             log.info("debugger rule %s: %s %s", o["rule"], o["status"], o["message"])
+        # One `rule/<name>=<status>` line per rule: the job's metric definitions read them (1 issues, 0 none).
+        print(rule_metric_lines(outcomes), flush=True)
         if self.plots:
             from dogbreed.diagnostics.plots import plot_debugger
 

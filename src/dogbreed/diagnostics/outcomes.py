@@ -43,6 +43,23 @@ class RuleOutcome:
         return asdict(self)
 
 
+# A rule's status as a number, so a job's metric definitions (a regex per `name=value` line) can carry it to
+# the console and CloudWatch: 1 issues found, 0 none, -1 not evaluated.
+RULE_STATUS_VALUES = {"IssuesFound": 1, "NoIssuesFound": 0, "NotEvaluated": -1}
+
+
+def rule_metric_name(rule: str) -> str:
+    return f"rule/{rule}"
+
+
+def rule_metric_lines(outcomes: list[dict[str, Any]]) -> str:
+    """`rule/Overfit=1.000000` lines (MetricLinePrinter's format), one per evaluated rule outcome."""
+    return "\n".join(
+        f"{rule_metric_name(o['rule'])}={float(RULE_STATUS_VALUES.get(o['status'], -1)):.6f}"
+        for o in outcomes
+    )
+
+
 @dataclass
 class RuleSpec:
     """One configured rule: its SageMaker parameters, our action, and local-only settings."""

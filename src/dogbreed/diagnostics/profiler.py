@@ -29,6 +29,7 @@ from dogbreed.diagnostics.outcomes import (
     not_evaluated,
     outcome_from,
     parse_rule_specs,
+    rule_metric_lines,
 )
 from dogbreed.diagnostics.profiler_rules import (
     PROFILER_CHECKS,
@@ -217,6 +218,8 @@ class TrainingProfiler(pl.Callback):
         (self.out_dir / "rule_outcomes.json").write_text(json.dumps(outcomes, indent=2, default=str))
         for o in outcomes:
             log.info("profiler rule %s: %s %s", o["rule"], o["status"], o["message"])
+        # One `rule/<name>=<status>` line per rule: the job's metric definitions read them (1 issues, 0 none).
+        print(rule_metric_lines(outcomes), flush=True)
         if self.plots:
             from dogbreed.diagnostics.plots import plot_profiler
 

@@ -1,0 +1,162 @@
+"""What a SageMaker job leaves, brought into the run directory: `attach=<job name>` or `backend.wait=true`.
+
+A training job gives
+  model/ (and model.tar.gz)  the exported model, as the job wrote it to SM_MODEL_DIR
+  output/                    the job's run directory (output.tar.gz): metrics.json, evaluation/, debug/ and
+                             profile/ reports of debugger=on / profiler=on
+  rule-output/               SageMaker Debugger/Profiler rule results (the profiler's HTML report among them)
+  job.json                   the job's description: status, final metric values, times
+A tuning job gives best_overrides.txt and best_params.yaml in the local tuner's layout, its description in
+tuning_job.json, and its best training job's files under best/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dogbreed.backends.job_spec import overrides_from_hyperparameters
+from dogbreed.backends.sagemaker import SageMakerSetupError
+from dogbreed.files import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+RUNNING = ("InProgress", "Stopping")
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _download_prefix(s3: Any, uri: str, destination: Path) -> list[Path]:
+    """Every object under the S3 prefix `uri`, mirrored under `destination` (nothing there: [])."""
+    bucket, prefix = _split(uri.rstrip("/") + "/")
+    written = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix) :]
+            if not relative or relative.endswith("/") or ".." in Path(relative).parts:
+                continue
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+            written.append(target)
+    return written
+
+
+def _download_archive(s3: Any, uri: str, archive: Path, extract_to: Path) -> bool:
+    """Download one .tar.gz and extract it; False when the job left none there."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = _split(uri)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        s3.download_file(bucket, key, str(archive))
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            log.info("%s: not found", uri)
+            return False
+        raise
+    extract_to.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(extract_to, filter="data")  # names outside extract_to are refused
+    return True
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def attach_training(cfg: DictConfig, session: Any, name: str, out_dir: Path | None = None) -> dict:
+    """Follow training job `name` (backend.wait) and download what it left into the run directory."""
+    client = session.sagemaker_client
+    out = Path(out_dir or cfg.run_dir)
+    described = client.describe_training_job(TrainingJobName=name)
+    if described["TrainingJobStatus"] in RUNNING and cfg.backend.get("wait"):
+        session.logs_for_job(name, wait=True)  # the job's log, streamed until it ends
+        described = client.describe_training_job(TrainingJobName=name)
+    status = described["TrainingJobStatus"]
+    _write_json(out / "job.json", described)
+    if status in RUNNING:
+        raise SageMakerSetupError(
+            f"training job {name} is {status}: attach again when it ends, or add backend.wait=true"
+        )
+    s3 = session.boto_session.client("s3")
+    job_output = f"{described['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}"
+    model_uri = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    if model_uri and _download_archive(s3, model_uri, out / "model.tar.gz", out / "model"):
+        log.info("model: %s", out / "model")
+    if _download_archive(s3, f"{job_output}/output/output.tar.gz", out / "output.tar.gz", out / "output"):
+        log.info("the job's run directory (metrics, reports): %s", out / "output")
+    if _download_prefix(s3, f"{job_output}/rule-output", out / "rule-output"):
+        log.info("Debugger/Profiler rule output: %s", out / "rule-output")
+    for metric in described.get("FinalMetricDataList") or []:
+        print(f"{metric['MetricName']}={float(metric['Value']):.6f}", flush=True)
+    if status != "Completed":
+        raise SageMakerSetupError(
+            f"training job {name} {status}: {described.get('FailureReason', 'no reason given')}"
+            f" (what it left is in {out})"
+        )
+    print(f"training job {name}: results in {out}", flush=True)
+    return described
+
+
+def best_values(described: dict) -> tuple[str, dict[str, str], list[str]]:
+    """A finished tuning job's best training job, its tuned values, and the static overrides all its
+    training jobs shared (the launching tune.py's train overrides)."""
+    best = described.get("BestTrainingJob")
+    if not best:
+        raise SageMakerSetupError(
+            f"tuning job {described['HyperParameterTuningJobName']} has no best training job (yet)"
+        )
+    tuned = {key: _decoded(value) for key, value in sorted(best["TunedHyperParameters"].items())}
+    statics = (described.get("TrainingJobDefinition") or {}).get("StaticHyperParameters") or {}
+    static = overrides_from_hyperparameters({k: _decoded(v) for k, v in statics.items()})
+    return best["TrainingJobName"], tuned, static
+
+
+def _decoded(value: str) -> str:
+    try:  # the SDK JSON-encodes hyperparameter values for framework estimators
+        decoded = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
+def attach_tuning(cfg: DictConfig, session: Any, name: str) -> dict:
+    """Follow tuning job `name` (backend.wait); write its best values as the local tuner does, and download
+    the best training job's model and reports into <run_dir>/best/."""
+    from dogbreed.tuning_report import train_overrides, write_best_files
+
+    client = session.sagemaker_client
+    out = Path(cfg.run_dir)
+    described = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    if described["HyperParameterTuningJobStatus"] in RUNNING and cfg.backend.get("wait"):
+        session.wait_for_tuning_job(name)
+        described = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    _write_json(out / "tuning_job.json", described)
+    job, tuned, static = best_values(described)
+    best = described["BestTrainingJob"]
+    objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+    overrides = train_overrides(static, tuned)
+    path = write_best_files(
+        out,
+        study_name=name,
+        direction=str(objective.get("Type", "")).lower(),
+        trial=job,
+        value=objective.get("Value"),
+        params=tuned,
+        user_attrs={"objective": objective.get("MetricName"), "training_job": job},
+        overrides=overrides,
+    )
+    print(f"best training job {job}: {' '.join(overrides)}", flush=True)
+    print(f"train with the best values: python train.py $(cat {path})", flush=True)
+    attach_training(cfg, session, job, out / "best")
+    return described
