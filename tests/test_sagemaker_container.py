@@ -17,9 +17,14 @@ from dogbreed.backends.container import (
     argv_to_overrides,
     container_overrides,
     data_root_from_channels,
+    distributed_environment,
     sagemaker_argv,
 )
-from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
+from dogbreed.backends.job_spec import (
+    hyperparameters_from_overrides,
+    metric_definitions,
+    overrides_from_hyperparameters,
+)
 from dogbreed.backends.source_bundle import stage_source
 from dogbreed.callbacks import METRIC_NAMES
 
@@ -57,16 +62,43 @@ def test_one_channel_holding_the_splits_or_a_folder_of_them(tmp_path):
         data_root_from_channels({"SM_CHANNEL_A": "/x", "SM_CHANNEL_B": "/y"})
 
 
-def test_container_places_outputs_and_resumes_from_a_synced_checkpoint(tmp_path):
-    env = {"SAGEMAKER_BASE_DIR": str(tmp_path), "SM_MODEL_DIR": str(tmp_path / "model")}
-    placed = dict(o.split("=", 1) for o in container_overrides(["trainer.enable_progress_bar=true"], env))
+def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
+    env = {
+        "SAGEMAKER_BASE_DIR": str(tmp_path), "SM_MODEL_DIR": str(tmp_path / "model"),
+        "TRAINING_JOB_NAME": "job-a",
+    }  # fmt: skip
+    job = ["trainer.enable_progress_bar=true", "model.lr=0.01"]
+    placed = dict(o.split("=", 1) for o in container_overrides(job, env))
     assert placed["backend"] == "local" and placed["model_dir"] == str(tmp_path / "model")
-    assert placed["callbacks.last_checkpoint.dirpath"] == str(tmp_path / "checkpoints")
+    own = tmp_path / "checkpoints" / "job-a"  # one folder per job under the synced location
+    assert placed["callbacks.last_checkpoint.dirpath"] == str(own)
     assert "trainer.enable_progress_bar" not in placed and "ckpt_path" not in placed
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
-    placed = dict(o.split("=", 1) for o in container_overrides([], env))
-    assert placed["ckpt_path"] == str(tmp_path / "checkpoints" / "last.ckpt")
+    (own / "last.ckpt").write_bytes(b"")
+    # A spot restart: same job, same hyperparameters -> resumes.
+    placed = dict(o.split("=", 1) for o in container_overrides(job, env))
+    assert placed["ckpt_path"] == str(own / "last.ckpt")
+    # Written with other hyperparameters -> not resumed, moved aside (kept), and the job starts fresh.
+    placed = dict(o.split("=", 1) for o in container_overrides(["model.lr=0.1"], env))
+    assert "ckpt_path" not in placed
+    assert (tmp_path / "checkpoints" / "job-a.foreign-1" / "last.ckpt").is_file()
+    assert not (own / "last.ckpt").exists()
+
+
+def test_each_host_of_a_multi_instance_job_gets_its_node_rank():
+    env = {
+        "SM_TRAINING_ENV": "{}", "SM_HOSTS": '["algo-2", "algo-1"]', "SM_CURRENT_HOST": "algo-2",
+        "SM_NETWORK_INTERFACE_NAME": "eth0",
+    }  # fmt: skip
+    assert distributed_environment(env) == {
+        "NODE_RANK": "1", "MASTER_ADDR": "algo-1", "MASTER_PORT": "7777", "GLOO_SOCKET_IFNAME": "eth0",
+    }  # fmt: skip
+    assert "++trainer.num_nodes=2" in container_overrides([], {**env, "SAGEMAKER_BASE_DIR": "/nonexistent"})
+    assert distributed_environment({**env, "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1"}) == {}
+
+
+def test_a_tuning_jobs_own_hyperparameters_are_not_hydra_overrides():
+    hyperparameters = {"_tuning_objective_metric": "val/acc", "sagemaker_program": "train.py", "model.lr": 0.1}
+    assert overrides_from_hyperparameters(hyperparameters) == ["model.lr=0.1"]
 
 
 def fake_opt_ml(base: Path, data: Path, hyperparameters: dict[str, str], source: Path) -> dict[str, str]:

@@ -17,10 +17,14 @@ from dogbreed.network import build_network
 from tests.conftest import TINY, compose_config
 
 
+# SageMaker Debugger's hook needs smdebug in the image: a training image of one's own that has it.
+SMDEBUG_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:smdebug"
+
+
 def dry_run(tmp_path, overrides: list[str]) -> tuple[dict, DictConfig]:
     overrides = [
         "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "backend.debugger.enabled=true",
-        "backend.profiler.enabled=true", *overrides,
+        "backend.profiler.enabled=true", f"backend.image_uri={SMDEBUG_IMAGE}", *overrides,
     ]  # fmt: skip
     cfg = compose_config(tmp_path, overrides)
     return launch_training(cfg, overrides), cfg
@@ -112,6 +116,13 @@ def test_bad_rule_settings_stop_the_launch_with_the_key(no_aws, tmp_path, overri
     with pytest.raises(SageMakerSetupError) as raised:
         dry_run(tmp_path, [override])
     assert message in str(raised.value)
+
+
+def test_sagemaker_debugger_without_an_smdebug_image_is_refused_not_silently_empty(no_aws, tmp_path):
+    # The PyTorch container has no smdebug: the hook would be skipped and the rules would watch nothing.
+    overrides = ["backend=sagemaker", "backend.dry_run=true", "backend.debugger.enabled=true"]
+    with pytest.raises(SageMakerSetupError, match=r"debugger\.enabled=true.*use debugger=on"):
+        launch_training(compose_config(tmp_path, overrides), overrides)
 
 
 def test_only_trainable_modules_are_hooked_with_a_frozen_backbone():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.backends.job_spec import hyperparameters_from_overrides, metric_definitions
+from dogbreed.backends.job_spec import RULE_METRIC_NAMES, hyperparameters_from_overrides, metric_definitions
 from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
 from dogbreed.backends.source_bundle import container_requirements, stage_source
 from dogbreed.callbacks import METRIC_NAMES
@@ -50,10 +50,14 @@ def test_dry_run_request_carries_the_overrides_metrics_and_job_settings(no_aws, 
     image = request["AlgorithmSpecification"]["TrainingImage"]
     assert re.search(r"pytorch-training:2\.8-cpu-py312$", image) and ".eu-west-1." in image
     names = [d["Name"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]]
-    assert names == list(METRIC_NAMES)
+    assert names == [*METRIC_NAMES, *RULE_METRIC_NAMES]
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
-    assert request["CheckpointConfig"]["S3Uri"] == "s3://my-bucket/dogbreed/checkpoints/dogbreed-smoke"
+    # Every job its own checkpoint location: another job never finds this one's last.ckpt.
+    assert request["CheckpointConfig"]["S3Uri"] == (
+        f"s3://my-bucket/dogbreed/checkpoints/{request['TrainingJobName']}"
+    )
+    assert request["TrainingJobName"].startswith("dogbreed-smoke-")
     assert request["OutputDataConfig"]["S3OutputPath"] == "s3://my-bucket/dogbreed/output"
     assert {"Key": "team", "Value": "vision"} in request["Tags"]
     assert "InputDataConfig" not in request  # the embedded smoke data is generated inside the job

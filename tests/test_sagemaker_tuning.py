@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from botocore.stub import Stubber
 from omegaconf import OmegaConf
 
+from dogbreed.backends.job_results import best_values
 from dogbreed.backends.sagemaker import (
     SageMakerSetupError,
-    best_params,
     launch_tuning,
-    make_session,
     search_space_to_sagemaker,
-    write_best_params,
+    static_train_overrides,
 )
+from dogbreed.tuning_report import train_overrides, write_best_files
 from tests.conftest import compose_config
 
 SEARCH_SPACE = """\
@@ -34,8 +33,11 @@ def space(tmp_path) -> dict:
 
 
 def tuning_request(tmp_path, space, extra=()) -> dict:
-    overrides = ["backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "model.lr=1e-3", *extra]
-    return launch_tuning(compose_config(tmp_path, overrides), overrides, space)
+    overrides = [
+        "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "model.lr=1e-3",
+        "tune.objective=val/acc", *extra,
+    ]  # fmt: skip
+    return launch_tuning(compose_config(tmp_path, overrides, "tune"), overrides, space)
 
 
 def test_dry_run_tuning_request_matches_the_search_space_and_objective(no_aws, tmp_path, space, capsys):
@@ -71,8 +73,8 @@ def test_dry_run_tuning_request_matches_the_search_space_and_objective(no_aws, t
 
 
 def test_hyperband_strategy_turns_sagemaker_early_stopping_off(no_aws, tmp_path, space):
-    hyperband = ["backend.tuning.strategy=Hyperband", "backend.tuning.direction=minimize"]
-    request = tuning_request(tmp_path, space, [*hyperband, "backend.tuning.objective=val/loss"])
+    hyperband = ["backend.tuning.strategy=Hyperband", "tune.direction=minimize"]
+    request = tuning_request(tmp_path, space, [*hyperband, "tune.objective=val/loss"])
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Hyperband" and config["TrainingJobEarlyStoppingType"] == "Off"
     assert config["StrategyConfig"]["HyperbandStrategyConfig"] == {"MinResource": 1, "MaxResource": 10}
@@ -80,8 +82,8 @@ def test_hyperband_strategy_turns_sagemaker_early_stopping_off(no_aws, tmp_path,
 
 
 def test_objective_must_be_a_printed_metric(no_aws, tmp_path, space):
-    with pytest.raises(SageMakerSetupError, match="objective=val/accuracy is not a metric"):
-        tuning_request(tmp_path, space, ["backend.tuning.objective=val/accuracy"])
+    with pytest.raises(SageMakerSetupError, match="tune.objective=val/accuracy is not a metric"):
+        tuning_request(tmp_path, space, ["tune.objective=val/accuracy", "tune.direction=maximize"])
 
 
 @pytest.mark.parametrize(
@@ -97,42 +99,49 @@ def test_bad_search_space_entries_are_named(entry, message):
         search_space_to_sagemaker({"model.lr": entry})
 
 
-def test_best_training_job_becomes_overrides_train_py_takes(no_aws, monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    session = make_session(compose_config(tmp_path, ["backend=sagemaker", "backend.bucket=b"]).backend)
-    # moto answers every tuning job with a canned best job, so the answer is stubbed here.
-    with Stubber(session.sagemaker_client) as stubber:
-        stubber.add_response(
-            "describe_hyper_parameter_tuning_job",
-            {
-                "HyperParameterTuningJobName": "dogbreed-tune",
-                "HyperParameterTuningJobArn": "arn:aws:sagemaker:eu-west-1:1:hyper-parameter-tuning-job/t",
-                "HyperParameterTuningJobConfig": {
-                    "Strategy": "Bayesian",
-                    "ResourceLimits": {"MaxParallelTrainingJobs": 1},
-                },
-                "HyperParameterTuningJobStatus": "Completed",
-                "CreationTime": "2026-11-22T05:00:00Z",
-                "TrainingJobStatusCounters": {},
-                "ObjectiveStatusCounters": {},
-                "BestTrainingJob": {
-                    "TrainingJobName": "dogbreed-tune-007-abc",
-                    "TrainingJobArn": "arn:aws:sagemaker:eu-west-1:1:training-job/dogbreed-tune-007-abc",
-                    "CreationTime": "2026-11-22T05:00:00Z",
-                    "TrainingJobStatus": "Completed",
-                    "TunedHyperParameters": {"model.lr": "0.00031", "model.freeze": '"layer4"'},
-                },
+def test_tune_only_and_tuned_keys_leave_the_training_jobs_static_overrides():
+    overrides = [
+        "backend=sagemaker", "search=smoke", "tune.objective=val/acc", "+tune.extra=1", "experiment=smoke",
+        "model.lr=1e-3", "model.dropout=0.1", "searchlight=1",
+    ]  # fmt: skip
+    static = static_train_overrides(overrides, {"model.lr": None})
+    assert static == ["backend=sagemaker", "experiment=smoke", "model.dropout=0.1", "searchlight=1"]
+
+
+def test_best_training_job_gives_the_local_tuners_best_files(tmp_path):
+    # What DescribeHyperParameterTuningJob answers for a finished job (values JSON-encoded by the SDK).
+    described = {
+        "HyperParameterTuningJobName": "dogbreed-tune",
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": {
+                "experiment": '"smoke"', "model.dropout": '"0.1"', "_tuning_objective_metric": "val/acc",
+                "sagemaker_program": '"train.py"',
             },
-            {"HyperParameterTuningJobName": "dogbreed-tune"},
-        )
-        job, overrides = best_params(session, "dogbreed-tune")
+        },
+        "BestTrainingJob": {
+            "TrainingJobName": "dogbreed-tune-007-abc",
+            "TunedHyperParameters": {"model.lr": "0.00031", "model.freeze": '"layer4"'},
+            "FinalHyperParameterTuningJobObjectiveMetric": {
+                "Type": "Maximize", "MetricName": "val/acc", "Value": 0.9,
+            },
+        },
+    }  # fmt: skip
+    job, tuned, static = best_values(described)
     assert job == "dogbreed-tune-007-abc"
-    assert overrides == ["model.freeze=layer4", "model.lr=0.00031"]
-    path = write_best_params(tmp_path / "best_params.yaml", job, overrides)
-    read_back = OmegaConf.to_container(OmegaConf.load(path))
-    cfg = compose_config(tmp_path, read_back)  # train.py accepts them as they are
+    assert tuned == {"model.freeze": "layer4", "model.lr": 0.00031}
+    assert static == ["experiment=smoke", "model.dropout=0.1"]
+    overrides = train_overrides(static, tuned)
+    write_best_files(
+        tmp_path, study_name="dogbreed-tune", direction="maximize", trial=job, value=0.9, params=tuned,
+        user_attrs={}, overrides=overrides,
+    )  # fmt: skip
+    lines = (tmp_path / "best_overrides.txt").read_text().split()
+    cfg = compose_config(tmp_path, lines)  # train.py accepts them as they are
     assert cfg.model.lr == pytest.approx(0.00031) and cfg.model.freeze == "layer4"
+    assert cfg.model.dropout == pytest.approx(0.1) and cfg.data.num_classes == 6  # the smoke experiment
+    best = OmegaConf.to_container(OmegaConf.load(tmp_path / "best_params.yaml"))
+    assert set(best) == {"study_name", "direction", "trial", "value", "params", "user_attrs", "overrides"}
+    assert best["overrides"] == lines
 
 
 def test_tune_py_backend_sagemaker_dry_run_uses_the_search_file_and_the_local_objective(no_aws, tmp_path):
@@ -147,7 +156,7 @@ def test_tune_py_backend_sagemaker_dry_run_uses_the_search_file_and_the_local_ob
     result = subprocess.run(
         [
             sys.executable, "tune.py", "backend=sagemaker", "backend.dry_run=true", "data=embedded",
-            "tune.objective=val/loss", f"hydra.run.dir={run_dir}",
+            "search=default", "tune.objective=val/loss", "tune.n_trials=3", f"hydra.run.dir={run_dir}",
         ],
         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -163,3 +172,7 @@ def test_tune_py_backend_sagemaker_dry_run_uses_the_search_file_and_the_local_ob
         m["Name"] for m in request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
     }
     assert "val/loss" in metric_names
+    # Every training job gets train.py's config only: tune.py's own keys would kill it in Hydra.
+    static = request["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert json.loads(static["data"]) == "embedded"
+    assert not [k for k in static if k.lstrip("+~").startswith(("search", "tune"))], static

@@ -42,7 +42,7 @@ CHECKPOINT_OWNER_FILE = "job.json"
 
 
 def job_name(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The training job's name: SageMaker sets TRAINING_JOB_NAME (the toolkit copies it to SM_TRAINING_ENV)."""
+    """The training job's name: SageMaker sets TRAINING_JOB_NAME (also in the toolkit's SM_TRAINING_ENV)."""
     if environ.get("TRAINING_JOB_NAME"):
         return environ["TRAINING_JOB_NAME"]
     try:

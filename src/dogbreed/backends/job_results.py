@@ -116,10 +116,18 @@ def best_values(described: dict) -> tuple[str, dict[str, str], list[str]]:
         raise SageMakerSetupError(
             f"tuning job {described['HyperParameterTuningJobName']} has no best training job (yet)"
         )
-    tuned = {key: _decoded(value) for key, value in sorted(best["TunedHyperParameters"].items())}
+    # A tuned value is a number (continuous and integer ranges) or a JSON-encoded string (categorical).
+    tuned = {key: _json_value(value) for key, value in sorted(best["TunedHyperParameters"].items())}
     statics = (described.get("TrainingJobDefinition") or {}).get("StaticHyperParameters") or {}
     static = overrides_from_hyperparameters({k: _decoded(v) for k, v in statics.items()})
     return best["TrainingJobName"], tuned, static
+
+
+def _json_value(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _decoded(value: str) -> str:

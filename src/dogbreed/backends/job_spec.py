@@ -14,7 +14,12 @@ from typing import Any
 
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_RULE_DEFAULTS
-from dogbreed.diagnostics.outcomes import RuleSpec, parse_rule_specs, sagemaker_rule_parameters
+from dogbreed.diagnostics.outcomes import (
+    RuleSpec,
+    parse_rule_specs,
+    rule_metric_name,
+    sagemaker_rule_parameters,
+)
 from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,15 @@ def metric_regex(name: str) -> str:
     return rf"{re.escape(name)}={_NUMBER}"
 
 
-def metric_definitions(names: Iterable[str] = METRIC_NAMES) -> list[dict[str, str]]:
+# debugger=on / profiler=on print one `rule/<name>=<status>` line per rule (diagnostics/outcomes.py).
+RULE_METRIC_NAMES = tuple(
+    rule_metric_name(name) for name in (*DEBUGGER_RULE_DEFAULTS, *PROFILER_RULE_DEFAULTS)
+)
+
+
+def metric_definitions(
+    names: Iterable[str] = (*METRIC_NAMES, *RULE_METRIC_NAMES),
+) -> list[dict[str, str]]:
     """SageMaker metric_definitions, one per metric train.py prints; a tuning objective must be one."""
     return [{"Name": name, "Regex": metric_regex(name)} for name in names]
 

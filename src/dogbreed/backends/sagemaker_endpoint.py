@@ -184,6 +184,8 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
         env=endpoint_environment(endpoint),
         name=name,
         sagemaker_session=session,
+        # The SDK's PyTorchPredictor sends and accepts application/x-npy, which the handler answers 406.
+        predictor_cls=breed_predictor,
     )
     log.info("creating endpoint %s (%s x %s)", name, endpoint.initial_instance_count, endpoint.instance_type)
     model.deploy(
@@ -192,6 +194,25 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
         endpoint_name=name,
         tags=tags or None,
         wait=False,  # wait_until_in_service waits, without the SDK's fixed 30 s first sleep
+    )
+
+
+def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs: Any) -> Any:
+    """An SDK Predictor for the endpoint: sends image bytes (image/jpeg; PNG and others decode the same way)
+    and reads the JSON answer; `breed_predictor(name).predict(open("dog.jpg", "rb").read())`."""
+    _sdk()
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import IdentitySerializer
+
+    kwargs.pop("serializer", None)
+    kwargs.pop("deserializer", None)
+    return Predictor(
+        endpoint_name,
+        sagemaker_session=sagemaker_session,
+        serializer=IdentitySerializer("image/jpeg"),
+        deserializer=JSONDeserializer(),
+        **kwargs,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import dogbreed
@@ -40,13 +41,14 @@ numpy
 """
 
 
-def add_inference_code(model_dir: str | Path) -> Path:
-    """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/)."""
+def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
+    """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/), or
+    the same into `code` when given (packing leaves the model directory as it is)."""
     model_dir = Path(model_dir)
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir / name} is missing: {model_dir} is not an exported model")
-    code = model_dir / CODE_DIR
+    code = code or model_dir / CODE_DIR
     shutil.rmtree(code, ignore_errors=True)
     package = Path(dogbreed.__file__).resolve().parent
     shutil.copytree(package, code / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -69,15 +71,22 @@ def pack_model(model_dir: str | Path, out: str | Path | None = None) -> Path:
     Written next to the model directory by default, never inside it.
     """
     model_dir = Path(model_dir).resolve()
-    add_inference_code(model_dir)
     out = Path(out) if out else model_dir.parent / "model.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.resolve() != out.resolve())
-    tmp = out.with_name(out.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for path in files:
-            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), filter=_normalised)
-    tmp.replace(out)
+    with tempfile.TemporaryDirectory(prefix="dogbreed-code-") as tmp_dir:
+        # This version's code/ goes into the archive; the model directory itself is left untouched.
+        code = add_inference_code(model_dir, Path(tmp_dir) / CODE_DIR)
+        files = [
+            (p, p.relative_to(model_dir).as_posix())
+            for p in model_dir.rglob("*")
+            if p.is_file() and p.resolve() != out.resolve() and p.relative_to(model_dir).parts[0] != CODE_DIR
+        ]
+        files += [(p, f"{CODE_DIR}/{p.relative_to(code).as_posix()}") for p in code.rglob("*") if p.is_file()]
+        tmp = out.with_name(out.name + ".tmp")
+        with tarfile.open(tmp, "w:gz") as tar:
+            for path, name in sorted(files, key=lambda f: f[1]):
+                tar.add(path, arcname=name, filter=_normalised)
+        tmp.replace(out)
     return out
 
 
