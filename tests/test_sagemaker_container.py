@@ -97,7 +97,7 @@ def test_each_host_of_a_multi_instance_job_gets_its_node_rank():
 
 
 def test_a_tuning_jobs_own_hyperparameters_are_not_hydra_overrides():
-    hyperparameters = {"_tuning_objective_metric": "val/acc", "sagemaker_program": "train.py", "model.lr": 0.1}
+    hyperparameters = {"_tuning_objective_metric": "val/acc", "sagemaker_program": "x.py", "model.lr": 0.1}
     assert overrides_from_hyperparameters(hyperparameters) == ["model.lr=0.1"]
 
 

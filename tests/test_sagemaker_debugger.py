@@ -16,7 +16,6 @@ from dogbreed.diagnostics.outcomes import sagemaker_rule_parameters
 from dogbreed.network import build_network
 from tests.conftest import TINY, compose_config
 
-
 # SageMaker Debugger's hook needs smdebug in the image: a training image of one's own that has it.
 SMDEBUG_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:smdebug"
 

@@ -201,6 +201,12 @@ def container_overrides(user_overrides: Sequence[str], environ: Mapping[str, str
         placed["data.root"] = str(root)
     # Every host of a job finds the same synced files, so all ranks make the same choice; only the first
     # process of the first host records the owner.
+    others = sorted(
+        d.name for d in (checkpoint_root(environ).iterdir() if checkpoint_root(environ).is_dir() else ())
+        if d.is_dir() and d != checkpoints and (d / "last.ckpt").is_file()
+    )
+    if others and first_process:
+        print(f"SageMaker job: checkpoints of other jobs ({', '.join(others)}): not resumed", flush=True)
     node_rank = distributed_environment(environ).get("NODE_RANK", "0")
     resume = resumable_checkpoint(checkpoints, user_overrides, claim=first_process and node_rank == "0")
     if resume is not None:

@@ -1,0 +1,203 @@
+"""SageMaker jobs launched for real (against moto), replayed as the service runs them (sagemaker_replay.py):
+a training job and its spot restart, a tuning job's training job, a job meeting another job's checkpoints,
+and a job of two instances, each in its own network namespace."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dogbreed.backends.job_spec import metric_definitions
+from dogbreed.backends.sagemaker import launch_training, launch_tuning
+from tests.conftest import MOTO_BUCKET, compose_config
+from tests.sagemaker_replay import (
+    Host,
+    finish_host,
+    make_container_python,
+    namespaces_available,
+    network_of_hosts,
+    one_point,
+    prepare_host,
+    run_job,
+    start_host,
+    training_job_of_tuning_job,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+ROLE = "arn:aws:iam::123456789012:role/dogbreed-replay"
+# A job small enough for two CPU cores: 3 classes of 32 px images, ResNet18 from scratch.
+JOB = [
+    "model=resnet18", "model.weights=null", "model.freeze=all", "data.image_size=32", "data.batch_size=16",
+    "data.num_workers=0", "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
+]  # fmt: skip
+
+
+def backend(*extra: str) -> list[str]:
+    return [
+        "backend=sagemaker", f"backend.role={ROLE}", f"backend.bucket={MOTO_BUCKET}",
+        "backend.instance_type=ml.m5.large", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def container_python(tmp_path_factory):
+    return make_container_python(tmp_path_factory.mktemp("container") / "venv")
+
+
+def sagemaker_client():
+    return boto3.client("sagemaker", region_name="us-east-1")
+
+
+def launched(tmp_path, overrides: list[str]) -> dict:
+    """Launch a training job through the SDK (moto answers) and return it as the service describes it."""
+    described = launch_training(compose_config(tmp_path, overrides), overrides)
+    return sagemaker_client().describe_training_job(TrainingJobName=described["TrainingJobName"])
+
+
+def printed_metrics(log: str) -> dict[str, float]:
+    """The last value of each metric definition's regex in the job's log, as SageMaker reads them."""
+    found = {}
+    for definition in metric_definitions():
+        values = re.findall(definition["Regex"], log)
+        if values:
+            found[definition["Name"]] = float(values[-1])
+    return found
+
+
+def test_training_job_trains_exports_and_a_spot_restart_resumes_its_own_checkpoint(
+    aws, shapes3, tmp_path, container_python
+):
+    overrides = [*backend("backend.spot=true"), *JOB, f"data.root={shapes3}", "trainer.max_epochs=2"]
+    job = launched(tmp_path / "launch", overrides)
+    name = job["TrainingJobName"]
+
+    first = run_job(job, aws, container_python, tmp_path / "job")
+    log = first.stdout + first.stderr
+    assert first.returncode == 0, log[-4000:]
+    assert "No module named" not in log
+    base = tmp_path / "job" / "opt_ml"
+    assert (base / "model" / "weights.pt").is_file(), log[-5000:]
+    assert (base / "model" / "code" / "inference.py").is_file()
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["num_classes"] == 3
+    # The job's metric definitions read what it printed; the last val/* are the exported (best) weights'.
+    printed = printed_metrics(log)
+    assert printed["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-5)
+    assert printed["val/loss"] == pytest.approx(metrics["best_score"], abs=1e-5)
+    assert (base / "checkpoints" / name / "last.ckpt").is_file()
+
+    # A spot interruption: SageMaker restarts the same job with the synced checkpoints.
+    second = run_job(job, aws, container_python, tmp_path / "restart")
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    restart = tmp_path / "restart" / "opt_ml"
+    assert f"ckpt_path={restart / 'checkpoints' / name / 'last.ckpt'}" in second.stdout
+
+
+def test_a_job_never_resumes_another_jobs_checkpoint(aws, shapes3, tmp_path, container_python):
+    # Two jobs given one checkpoint location (as every job of a base name had by default): the second,
+    # with other hyperparameters, must train its own model, not export the first one's.
+    shared = f"backend.checkpoint_s3_uri=s3://{MOTO_BUCKET}/shared-checkpoints"
+    common = [*backend("backend.spot=true", shared), *JOB, f"data.root={shapes3}"]
+    first = launched(tmp_path / "a", [*common, "trainer.max_epochs=2", "model.lr=0.01"])
+    done = run_job(first, aws, container_python, tmp_path / "job-a")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+    second = launched(tmp_path / "b", [*common, "trainer.max_epochs=1", "model.lr=0.001"])
+    assert second["CheckpointConfig"]["S3Uri"] == first["CheckpointConfig"]["S3Uri"]
+    result = run_job(second, aws, container_python, tmp_path / "job-b")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    base = tmp_path / "job-b" / "opt_ml"
+    assert (base / "checkpoints" / first["TrainingJobName"] / "last.ckpt").is_file()  # it was there
+    assert "ckpt_path=" not in log and f"checkpoints of other jobs ({first['TrainingJobName']})" in log
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["fit_seconds"] > 0
+    theirs = torch.load(tmp_path / "job-a" / "opt_ml" / "model" / "weights.pt", weights_only=True)
+    ours = torch.load(base / "model" / "weights.pt", weights_only=True)
+    assert any(not torch.equal(theirs[k], ours[k]) for k in ours)
+
+
+def test_a_checkpoint_written_with_other_hyperparameters_is_set_aside(
+    aws, shapes3, tmp_path, container_python
+):
+    # The same job name with other hyperparameters in its folder: started fresh, the old files kept.
+    overrides = [*backend("backend.spot=true"), *JOB, f"data.root={shapes3}", "trainer.max_epochs=1"]
+    job = launched(tmp_path / "launch", overrides)
+    assert run_job(job, aws, container_python, tmp_path / "one").returncode == 0
+    changed = {**job, "HyperParameters": {**job["HyperParameters"], "model.lr": json.dumps("0.5")}}
+    result = run_job(changed, aws, container_python, tmp_path / "two")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "written with other hyperparameters" in log and "ckpt_path=" not in log
+    checkpoints = tmp_path / "two" / "opt_ml" / "checkpoints"
+    assert (checkpoints / f"{job['TrainingJobName']}.foreign-1" / "last.ckpt").is_file()
+
+
+def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
+    aws, shapes3, tmp_path, container_python
+):
+    overrides = [
+        *backend(), "search=smoke", "tune.objective=val/acc", "tune.n_trials=4", *JOB, f"data.root={shapes3}",
+        "backend.tuning.max_jobs=2",
+    ]  # fmt: skip
+    space = OmegaConf.to_container(OmegaConf.load("conf/search/smoke.yaml"))
+    space["trainer.max_epochs"] = {"type": "int", "low": 1, "high": 2}
+    cfg = compose_config(tmp_path / "tune", overrides, "tune")
+    described = launch_tuning(cfg, overrides, space)
+    tuning = sagemaker_client().describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=described["HyperParameterTuningJobName"]
+    )
+    objective = tuning["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    assert objective == {"Type": "Maximize", "MetricName": "val/acc"}
+    point = one_point(tuning["HyperParameterTuningJobConfig"]["ParameterRanges"])
+    name = f"{described['HyperParameterTuningJobName']}-001-a1b2c3d4"
+    job = training_job_of_tuning_job(tuning, point, name)
+
+    result = run_job(job, aws, container_python, tmp_path / "job")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    metrics = json.loads((tmp_path / "job" / "opt_ml" / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1  # the point's trainer.max_epochs
+    # The objective SageMaker reads (the last val/acc line) is the exported model's, not the last epoch's.
+    assert printed_metrics(log)["val/acc"] == pytest.approx(metrics["val/acc"], abs=1e-5)
+
+
+@pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
+def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
+    aws, shapes3, tmp_path, container_python
+):
+    overrides = [
+        *backend("backend.instance_count=2"), "trainer=ddp", *JOB, f"data.root={shapes3}",
+        "trainer.max_epochs=1",
+    ]  # fmt: skip
+    job = launched(tmp_path / "launch", overrides)
+    assert job["ResourceConfig"]["InstanceCount"] == 2
+    with network_of_hosts(2) as hosts:
+        names = [h.name for h in hosts]
+        processes = []
+        for host in hosts:
+            host = Host(host.name, tmp_path / host.name / "opt_ml", host.interface, host.namespace)
+            env = prepare_host(job, aws, host, names, tmp_path / host.name)
+            processes.append((host, start_host(host, container_python, env)))
+        logs = {host.name: process.communicate(timeout=900)[0] for host, process in processes}
+        codes = {host.name: process.returncode for host, process in processes}
+        for host, _ in processes:
+            finish_host(job, aws, host)
+    assert codes == {"algo-1": 0, "algo-2": 0}, {n: log[-3000:] for n, log in logs.items()}
+    first, second = tmp_path / "algo-1" / "opt_ml", tmp_path / "algo-2" / "opt_ml"
+    # One model, exported by global rank 0 (algo-1) only; SageMaker uploads algo-1's /opt/ml/model.
+    assert (first / "model" / "weights.pt").is_file()
+    assert not (second / "model" / "weights.pt").exists()
+    # Each rank read its half of the training data: 96 images, batch 16 -> 3 steps per epoch, not 6.
+    checkpoint = torch.load(
+        first / "checkpoints" / job["TrainingJobName"] / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert checkpoint["global_step"] == 3
+    metrics = json.loads((first / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and "test/acc" in metrics
