@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,11 +21,8 @@ from dogbreed.backends.container import (
 )
 from dogbreed.backends.job_spec import (
     hyperparameters_from_overrides,
-    metric_definitions,
     overrides_from_hyperparameters,
 )
-from dogbreed.backends.source_bundle import stage_source
-from dogbreed.callbacks import METRIC_NAMES
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # the sagemaker-training toolkit's entry point
 
@@ -130,40 +126,3 @@ def write_hyperparameters(base: Path, hyperparameters: dict[str, str], source: P
 
 def run_toolkit(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(TOOLKIT_TRAIN)], env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not TOOLKIT_TRAIN.exists(), reason="sagemaker-training toolkit not installed")
-def test_train_py_runs_as_a_sagemaker_job_and_resumes_after_interruption(shapes3, tmp_path):
-    job_overrides = [
-        "model=resnet18", "model.weights=null", "model.freeze=all", "data.image_size=32",
-        "data.batch_size=16", "data.num_workers=0", "data.images_per_class=8", "trainer.accelerator=cpu",
-        "trainer.max_epochs=1", "trainer.enable_model_summary=false",
-    ]  # fmt: skip
-    base = tmp_path / "opt_ml"
-    source = stage_source(tmp_path / "source")  # exactly what the launcher ships
-    env = fake_opt_ml(base, shapes3, hyperparameters_from_overrides(job_overrides), source)
-
-    first = run_toolkit(env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert (base / "model" / "weights.pt").is_file() and (base / "model" / "model.json").is_file()
-    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
-    assert metrics["epochs"] == 1 and metrics["num_classes"] == 3
-    assert (base / "checkpoints" / "last.ckpt").is_file()
-    printed = {}
-    for definition in metric_definitions():
-        values = re.findall(definition["Regex"], first.stdout)
-        if values:
-            printed[definition["Name"]] = float(values[-1])
-    assert {"val/acc", "val/loss", "test/acc"} <= set(printed) <= set(METRIC_NAMES)
-    assert printed["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-5)
-
-    # A spot interruption: the job restarts with the synced checkpoints and more epochs to go.
-    more_epochs = [o for o in job_overrides if not o.startswith("trainer.max_epochs")] + [
-        "trainer.max_epochs=2"
-    ]
-    write_hyperparameters(base, hyperparameters_from_overrides(more_epochs), source)
-    second = run_toolkit(env)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert f"ckpt_path={base / 'checkpoints' / 'last.ckpt'}" in second.stdout
-    assert json.loads((base / "output" / "data" / "metrics.json").read_text())["epochs"] == 2

@@ -185,7 +185,7 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
             host = Host(host.name, tmp_path / host.name / "opt_ml", host.interface, host.namespace)
             env = prepare_host(job, aws, host, names, tmp_path / host.name)
             processes.append((host, start_host(host, container_python, env)))
-        logs = {host.name: process.communicate(timeout=900)[0] for host, process in processes}
+        logs = {host.name: process.communicate(timeout=600)[0] for host, process in processes}
         codes = {host.name: process.returncode for host, process in processes}
         for host, _ in processes:
             finish_host(job, aws, host)
