@@ -7,6 +7,7 @@ import datetime
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -123,10 +124,14 @@ def test_dry_run_prints_model_endpoint_and_autoscaling_requests(no_aws, tmp_path
 def test_dry_run_packs_a_local_model_dir_and_names_everything_after_the_endpoint(
     no_aws, trained_run, tmp_path
 ):
+    model_dir = tmp_path / "exported"
+    shutil.copytree(trained_run / "model", model_dir)
+    (model_dir / "code" / "user-note.txt").write_text("mine")  # a dry run must not rewrite the model dir
     cfg = deploy_config(tmp_path, [
-        "backend.dry_run=true", f"model_dir={trained_run / 'model'}", "endpoint.instance_type=ml.g4dn.xlarge",
+        "backend.dry_run=true", f"model_dir={model_dir}", "endpoint.instance_type=ml.g4dn.xlarge",
     ])  # fmt: skip
     requests = deploy_endpoint(cfg)
+    assert (model_dir / "code" / "user-note.txt").read_text() == "mine"
 
     assert operations(requests) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]  # no autoscaling
     model, config, endpoint = (r["request"] for r in requests)
@@ -142,7 +147,7 @@ def test_dry_run_packs_a_local_model_dir_and_names_everything_after_the_endpoint
     # The archive that would be uploaded is in the run dir, with the entry point and the package in code/.
     names = archive_names((tmp_path / "model.tar.gz").read_bytes())
     assert {"weights.pt", "model.json", "code/inference.py", "code/requirements.txt"} <= names
-    assert "code/dogbreed/serving/handler.py" in names
+    assert "code/dogbreed/serving/handler.py" in names and "code/user-note.txt" not in names
 
 
 @pytest.mark.parametrize("autoscaled", [True, False])
