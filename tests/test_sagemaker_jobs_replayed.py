@@ -4,6 +4,7 @@ and a job of two instances, each in its own network namespace."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -144,7 +145,7 @@ def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
 ):
     overrides = [
         *backend(), "search=smoke", "tune.objective=val/acc", "tune.n_trials=4", *JOB, f"data.root={shapes3}",
-        "backend.tuning.max_jobs=2",
+        "backend.tuning.max_jobs=2", "debugger=on", "profiler=on",
     ]  # fmt: skip
     space = OmegaConf.to_container(OmegaConf.load("conf/search/smoke.yaml"))
     space["trainer.max_epochs"] = {"type": "int", "low": 1, "high": 2}
@@ -165,7 +166,17 @@ def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
     metrics = json.loads((tmp_path / "job" / "opt_ml" / "output" / "data" / "metrics.json").read_text())
     assert metrics["epochs"] == 1  # the point's trainer.max_epochs
     # The objective SageMaker reads (the last val/acc line) is the exported model's, not the last epoch's.
-    assert printed_metrics(log)["val/acc"] == pytest.approx(metrics["val/acc"], abs=1e-5)
+    printed = printed_metrics(log)
+    assert printed["val/acc"] == pytest.approx(metrics["val/acc"], abs=1e-5)
+    # Our own Debugger/Profiler rules ran inside the job: outcomes in its output, one metric line per rule.
+    output = tmp_path / "job" / "opt_ml" / "output" / "data"
+    outcomes = json.loads((output / "debug" / "rule_outcomes.json").read_text())
+    outcomes += json.loads((output / "profile" / "rule_outcomes.json").read_text())
+    values = {"IssuesFound": 1, "NoIssuesFound": 0, "NotEvaluated": -1}
+    assert {f"rule/{o['rule']}": values[o["status"]] for o in outcomes} == {
+        name: value for name, value in printed.items() if name.startswith("rule/")
+    }
+    assert len(outcomes) >= 10
 
 
 @pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
@@ -200,4 +211,9 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     )
     assert checkpoint["global_step"] == 3
     metrics = json.loads((first / "output" / "data" / "metrics.json").read_text())
-    assert metrics["epochs"] == 1 and "test/acc" in metrics
+    assert metrics["epochs"] == 1
+    # The test split was shared between the ranks and gathered: every image counted once, in the figures.
+    rows = list(csv.DictReader((first / "output" / "data" / "evaluation" / "per_class_accuracy.csv").open()))
+    assert sum(int(r["support"]) for r in rows) == 36
+    correct = sum(int(r["correct"]) for r in rows)
+    assert metrics["test/acc"] == pytest.approx(correct / 36, abs=1e-6)
