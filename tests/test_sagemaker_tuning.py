@@ -108,6 +108,14 @@ def test_tune_only_and_tuned_keys_leave_the_training_jobs_static_overrides():
     assert static == ["backend=sagemaker", "experiment=smoke", "model.dropout=0.1", "searchlight=1"]
 
 
+def test_overrides_a_training_job_would_refuse_stop_the_launch():
+    from dogbreed.backends.sagemaker import check_job_overrides
+
+    check_job_overrides(["experiment=smoke", "model.lr=0.1", "backend=sagemaker"])  # train.py takes these
+    with pytest.raises(SageMakerSetupError, match=r"would refuse its hyperparameters.*'search'"):
+        check_job_overrides(["search=smoke"])
+
+
 def test_best_training_job_gives_the_local_tuners_best_files(tmp_path):
     # What DescribeHyperParameterTuningJob answers for a finished job (values JSON-encoded by the SDK).
     described = {

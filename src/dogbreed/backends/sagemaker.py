@@ -26,9 +26,10 @@ from dogbreed.backends.job_spec import (
     job_rules,
     metric_definitions,
     override_key,
+    overrides_from_hyperparameters,
     profiler_report_parameters,
 )
-from dogbreed.backends.source_bundle import stage_source
+from dogbreed.backends.source_bundle import PROJECT_ROOT, stage_source
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.diagnostics.outcomes import RuleSpec, sagemaker_rule_parameters
 
@@ -140,6 +141,30 @@ def check_backend(backend: DictConfig, session: Any, dry_run: bool) -> str:
     role = resolve_role(backend, dry_run)
     check_instance_type(session, backend.instance_type, "TrainingInstanceType", "backend.instance_type")
     return role
+
+
+def check_job_overrides(overrides: Sequence[str], what: str = "the training job") -> None:
+    """Compose train.py's config with the overrides a job will receive, as train.py will in the container:
+    an override it cannot take (a key of tune.py's, a typo) stops the launch here, not every job later."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    job_overrides = overrides_from_hyperparameters(hyperparameters_from_overrides(overrides))
+    global_hydra = GlobalHydra.instance()  # launched from a Hydra app: keep its state and put it back
+    saved = global_hydra.hydra if global_hydra.is_initialized() else None
+    global_hydra.clear()
+    try:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            compose("train", overrides=job_overrides)
+    except HydraException as e:
+        first = str(e).splitlines()[0]
+        raise SageMakerSetupError(f"{what} would refuse its hyperparameters {job_overrides}: {first}") \
+            from None
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
 
 
 def check_job_settings(cfg: DictConfig) -> None:
@@ -420,6 +445,7 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     backend = cfg.backend
     with aws_errors():
         dry_run, session, role, inputs = _prepare_job(cfg)
+        check_job_overrides(overrides)
         name = job_name_for(backend.base_job_name)
         with _staged_source() as source_dir:
             estimator = build_estimator(cfg, overrides, session, role, source_dir, checkpoint_name=name)
@@ -464,6 +490,11 @@ def search_space_to_sagemaker(space: dict[str, dict]) -> dict[str, Any]:
             missing = f"missing {e}" if isinstance(e, KeyError) else str(e)
             raise SageMakerSetupError(f"search space entry {key}: {missing}") from None
     return ranges
+
+
+def _range_low(spec: dict) -> str:
+    spec = dict(spec or {})
+    return _hyperparameter_text(spec["choices"][0] if spec.get("type") == "categorical" else spec["low"])
 
 
 def _hyperparameter_text(value: Any) -> str:
@@ -525,6 +556,9 @@ def build_tuner(
                 f"backend.{kind}.enabled=true: a tuning job's training jobs run no SageMaker {kind} rules;"
                 f" use {kind}=on instead (our rules run inside every training job and print rule/* lines)"
             )
+    # Each training job gets the static overrides plus one value of every range: check with the lowest.
+    point = [f"{key}={_range_low(spec)}" for key, spec in space.items()]
+    check_job_overrides([*static, *point], "every training job of the tuning job")
     estimator = build_estimator(cfg, static, session, role, source, checkpoint_name=tuning_name)
     strategy_config, early_stopping = None, tuning.early_stopping
     if tuning.strategy == "Hyperband":
