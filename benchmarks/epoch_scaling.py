@@ -44,6 +44,7 @@ def epoch_seconds(root: Path, run_dir: Path, size: int, overrides: list[str]) ->
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose("train", overrides=[
             f"run_dir={run_dir}", f"data.root={root}", f"data.image_size={size}", "model.weights=null",
+            "model.allow_random_frozen_backbone=true",  # timing, not accuracy
             "trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.limit_test_batches=1",
             "export=false", "trainer.enable_progress_bar=false", "~callbacks.model_checkpoint", *overrides,
         ])  # fmt: skip

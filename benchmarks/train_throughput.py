@@ -81,7 +81,9 @@ class StepTimer(pl.Callback):
 def dogbreed_parts(root: Path, freeze: str, batch: int, size: int, workers: int, compile_net: bool):
     dm = DogBreedDataModule(root, arch="resnet50", image_size=size, batch_size=batch, num_workers=workers)
     dm.setup("fit")
-    model = BreedClassifier(dm.num_classes, arch="resnet50", weights=None, freeze=freeze)
+    model = BreedClassifier(
+        dm.num_classes, arch="resnet50", weights=None, freeze=freeze, allow_random_frozen_backbone=True
+    )
     maybe_compile(model.net, {"enabled": compile_net})
     return dm, model
 
@@ -141,7 +143,9 @@ def train_step(model: BreedClassifier, optimizer, x: torch.Tensor, y: torch.Tens
 def synthetic_run(freeze: str, steps: int, warmup: int, batch: int, size: int, precision: str) -> float:
     """Forward + backward of the same network on random tensors already on the device: no loader at all."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = BreedClassifier(4, arch="resnet50", weights=None, freeze=freeze).to(device)
+    model = BreedClassifier(
+        4, arch="resnet50", weights=None, freeze=freeze, allow_random_frozen_backbone=True
+    ).to(device)
     model.train()
     model.on_train_epoch_start()
     optimizer = model.configure_optimizers()
