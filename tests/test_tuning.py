@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from dogbreed.tuning import TuneConfigError, create_study, objective_of, run_study
+from dogbreed.tuning import KeepBestModels, TuneConfigError, create_study, objective_of, run_study
 from dogbreed.tuning_report import write_best, write_trials_csv
 from tests.conftest import ROOT, TINY, compose_config
 
@@ -144,6 +144,11 @@ def test_study_writes_best_trial_overrides_table_and_plots(killed_and_resumed):
     assert best.value == pytest.approx(trial_metrics["val/loss"])
     assert (Path(best.user_attrs.run_dir) / "model" / "weights.pt").is_file()
     assert not (Path(best.user_attrs.run_dir) / "checkpoints").exists()  # trials write no checkpoints
+    # tune.keep_models=1 (the default): only the best trial keeps its exported model; the rest keep metrics.
+    trial_dirs = sorted((run_dir / "trials").iterdir())
+    assert [d for d in trial_dirs if (d / "model").exists()] == [Path(best.user_attrs.run_dir)]
+    others = [d for d in trial_dirs if d != Path(best.user_attrs.run_dir) and (d / "metrics.json").is_file()]
+    assert others
 
     with open(run_dir / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -256,3 +261,26 @@ def test_best_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert (tmp_path / "best_overrides.txt").read_text() == "data.root=/d\nmodel.lr=0.003\n"
     assert OmegaConf.load(tmp_path / "best_params.yaml").trial == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "direction, keep, kept", [("minimize", 1, [1]), ("maximize", 2, [0, 2]), ("minimize", None, [0, 1, 2])]
+)
+def test_only_the_best_trials_keep_their_exported_models(tmp_path, direction, keep, kept):
+    study = optuna.create_study(direction=direction)
+    lr = optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
+    for number, value in enumerate([0.5, 0.1, 0.3]):
+        run_dir = tmp_path / f"{number:04d}"
+        (run_dir / "model").mkdir(parents=True)
+        (run_dir / "metrics.json").write_text("{}")
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"model.lr": 0.01}, distributions={"model.lr": lr}, value=value,
+                user_attrs={"run_dir": str(run_dir)},
+            )
+        )  # fmt: skip
+    KeepBestModels(keep)(study, study.trials[-1])
+    assert [n for n in range(3) if (tmp_path / f"{n:04d}" / "model").is_dir()] == kept
+    assert all((tmp_path / f"{n:04d}" / "metrics.json").is_file() for n in range(3))
+    with pytest.raises(TuneConfigError, match="tune.keep_models=-1"):
+        KeepBestModels(-1)
