@@ -1,12 +1,12 @@
 """Serving speed of ResNet50 at 224 px (133 classes) on this machine; prints JSON.
 
-1. Batch-1 latency, in process, request bytes to JSON answer: the seeds' handler shape (full PIL decode,
+1. Batch-1 latency, in process, request bytes to JSON answer: a plain handler (full PIL decode,
    eager fp32 NCHW network, one request at a time) against ours (dogbreed.serving.handler: JPEG draft
    decoding as evaluation does, BatchNorm folded into convolutions, channels_last). Rounds alternate.
 2. Throughput over HTTP against the local server (serve/deploy.py): 16 concurrent clients (dynamic batching)
    against one request at a time. Rounds alternate.
 
-    python benchmarks/serve_latency.py [--photos /work/shared/data/real-photos] [--rounds 3] [--requests 160]
+    python benchmarks/serve_latency.py --photos <folder of photos> [--rounds 3] [--requests 160]
     python benchmarks/serve_latency.py --optimize bf16         # ours in bfloat16 (server.optimize=bf16)
 
 The photos are read where they are, never copied. The weights are random (the speed does not depend on them).
@@ -40,7 +40,7 @@ from dogbreed.serving import handler  # noqa: E402
 
 
 class SeedShapedHandler:
-    """The seeds' inference.py shape: PIL decode of the whole image, eager fp32 NCHW, one image per call."""
+    """A plain handler: PIL decode of the whole image, eager fp32 NCHW, one image per call."""
 
     def __init__(self, model_dir: Path):
         config = json.loads((model_dir / "model.json").read_text())
@@ -80,7 +80,7 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default="/work/shared/data/real-photos")
+    parser.add_argument("--photos", required=True, help="folder of .jpg/.png photos, read in place")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over all photos (latency)")
     parser.add_argument("--requests", type=int, default=160, help="requests per throughput round")
     parser.add_argument("--throughput-rounds", type=int, default=2)

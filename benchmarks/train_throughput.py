@@ -1,5 +1,5 @@
-"""Training throughput (images/s): dogbreed's Lightning step against a plain PyTorch loop written the way the
-seed notebooks' train_model.py does it (ImageFolder + DataLoader + loop, PIL decode, fp32 NCHW).
+"""Training throughput (images/s): dogbreed's Lightning step against a plain PyTorch loop (ImageFolder +
+DataLoader without workers + loop, PIL decode, fp32 NCHW).
 
 Same model, same data, same machine, runs alternated. Also measured, in the same run:
 - `bare`: dogbreed's own model and loader in a hand-written loop, without Lightning: the difference to
@@ -11,7 +11,7 @@ Same model, same data, same machine, runs alternated. Also measured, in the same
 Prints JSON.
 
     python benchmarks/train_throughput.py --freeze head --freeze all --steps 8 --repeats 2
-    python benchmarks/train_throughput.py --photos ../shared/data/real-photos   # real JPEGs, replicated
+    python benchmarks/train_throughput.py --photos <folder of JPEGs>   # real JPEGs, replicated
     python benchmarks/train_throughput.py --freeze all --batch 256 --steps 30 --synthetic   # on a GPU
 """
 
@@ -184,7 +184,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def plain_loop_run(root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int) -> float:
-    """The seeds' shape: torchvision ImageFolder, default PIL loader, workers=0, NCHW fp32, manual loop."""
+    """The plain loop: torchvision ImageFolder, default PIL loader, workers=0, NCHW fp32, manual loop."""
     tf = transforms.Compose([
         transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="trainer.precision (auto: bf16 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (compile.enabled)")
     parser.add_argument("--synthetic", action="store_true", help="also the synthetic-tensor ceiling")
-    parser.add_argument("--no-plain", action="store_true", help="skip the seeds' loop (slow on a GPU)")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain loop (slow on a GPU)")
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_num_workers()
     per_class = (args.warmup + args.steps) * args.batch // 4 + args.batch

@@ -21,7 +21,7 @@ class WeightsUnavailableError(RuntimeError):
 def build_head(
     in_features: int, num_classes: int, hidden: int | None = None, dropout: float = 0.0
 ) -> nn.Module:
-    """One Linear layer, or (with `hidden`) Linear-ReLU-Dropout-Linear as the seed notebooks used."""
+    """One Linear layer, or (with `hidden`) Linear-ReLU-Dropout-Linear."""
     if not hidden:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
     return nn.Sequential(
