@@ -44,9 +44,7 @@ class StepTimer(pl.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)][self.warmup :]
 
 
-def mean_step_time(
-    run_dir: Path, overrides: list[str], steps: int, warmup: int, diagnostics: bool
-) -> float:
+def mean_step_time(run_dir: Path, overrides: list[str], steps: int, warmup: int, diagnostics: bool) -> float:
     switches = ["debugger=on", "profiler=on"] if diagnostics else ["debugger=off", "profiler=off"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(

@@ -8,6 +8,7 @@ own run directory under <run_dir>/trials/, and prunes through optuna-integration
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -212,7 +213,7 @@ class KeepBestModels:
         if self.keep is None:
             return
         sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-        ranked = sorted(completed(study), key=lambda t: sign * float(t.value))
+        ranked = sorted(completed(study), key=lambda t: sign * (t.value if t.value is not None else math.inf))
         kept = {t.number for t in ranked[: self.keep]}
         for trial in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
             model_dir = Path(trial.user_attrs.get("run_dir", "")) / "model"
