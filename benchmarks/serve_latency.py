@@ -66,9 +66,13 @@ def ours(engine):
 
 def machine() -> dict:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {
         "cpu": cpu,
         "cpus_available": len(os.sched_getaffinity(0)),
@@ -87,14 +91,23 @@ def main() -> None:
     parser.add_argument("--optimize", default="fuse", choices=["none", "fuse", "bf16"], help="ours")
     args = parser.parse_args()
     photos = [body for body, _ in load_images(args.photos)]
-    report: dict = {"machine": machine(), "photos": len(photos), "model": "resnet50, 224 px, 133 classes",
-                    "optimize": args.optimize}  # fmt: skip
+    report: dict = {
+        "machine": machine(),
+        "photos": len(photos),
+        "model": "resnet50, 224 px, 133 classes",
+        "optimize": args.optimize,
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         names = [f"{i:03d}.Breed_{i}" for i in range(1, 134)]
-        export_model(build_network("resnet50", 133), model_dir, arch="resnet50", class_names=names,
-                     preprocessing=preprocessing_for("resnet50", 224))  # fmt: skip
+        export_model(
+            build_network("resnet50", 133),
+            model_dir,
+            arch="resnet50",
+            class_names=names,
+            preprocessing=preprocessing_for("resnet50", 224),
+        )
 
         os.environ.pop("DOGBREED_THREADS", None)
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"  # one worker: all CPUs for it, like the server

@@ -89,26 +89,48 @@ def dogbreed_parts(root: Path, freeze: str, batch: int, size: int, workers: int,
 
 
 def dogbreed_run(
-    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int,
-    precision: str, compile_net: bool,
-) -> float:  # fmt: skip
+    root: Path,
+    freeze: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    size: int,
+    workers: int,
+    precision: str,
+    compile_net: bool,
+) -> float:
     """The project's training step: Lightning Trainer, the project's loader and model, as fit() runs them."""
     dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
     timer = StepTimer(warmup)
     configure_backends()
     trainer = pl.Trainer(
-        accelerator="auto", devices=1, max_epochs=1, limit_train_batches=warmup + steps, limit_val_batches=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer], precision=resolve_precision(precision),
-    )  # fmt: skip
+        accelerator="auto",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        precision=resolve_precision(precision),
+    )
     trainer.fit(model, train_dataloaders=dm.train_dataloader())
     return timer.images / timer.seconds
 
 
 def bare_run(
-    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int,
-    precision: str, compile_net: bool,
-) -> float:  # fmt: skip
+    root: Path,
+    freeze: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    size: int,
+    workers: int,
+    precision: str,
+    compile_net: bool,
+) -> float:
     """The same model, loader and optimizer in a hand-written loop: what Lightning adds is the difference."""
     dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -185,10 +207,14 @@ def synchronize(device: torch.device) -> None:
 
 def plain_loop_run(root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int) -> float:
     """The plain loop: torchvision ImageFolder, default PIL loader, workers=0, NCHW fp32, manual loop."""
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])  # fmt: skip
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     data = datasets.ImageFolder(root / "train", transform=tf)
     loader = DataLoader(data, batch_size=batch, shuffle=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -261,15 +287,29 @@ def main() -> None:
             result["runs"] = {k: [round(x, 2) for x in v] for k, v in runs.items() if v}
             results[freeze] = result
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    print(json.dumps({
-        "benchmark": "train_throughput", "device": device, "cpu_count": available_cpus(),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "image_size": args.size,
-        "batch_size": args.batch, "steps": args.steps, "repeats": args.repeats, "loader_workers": workers,
-        "precision": str(resolve_precision(args.precision)), "compile": args.compile,
-        "data": str(args.photos or "generated 500x375 JPEGs"),
-        "loader_images_per_s_per_worker": round(per_worker, 1), "load_average": os.getloadavg(),
-        "results": results,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_throughput",
+                "device": device,
+                "cpu_count": available_cpus(),
+                "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "image_size": args.size,
+                "batch_size": args.batch,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "loader_workers": workers,
+                "precision": str(resolve_precision(args.precision)),
+                "compile": args.compile,
+                "data": str(args.photos or "generated 500x375 JPEGs"),
+                "loader_images_per_s_per_worker": round(per_worker, 1),
+                "load_average": os.getloadavg(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -58,10 +58,18 @@ def killed_and_resumed(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_dir = tmp_path_factory.mktemp("tune")
     env = _env(tmp_path_factory.getbasetemp() / "cache")
     command = [
-        sys.executable, "tune.py", f"hydra.run.dir={run_dir}", *TINY, f"data.root={shapes3}",
-        "data.images_per_class=8", "model.freeze=head", "search=smoke", f"tune.n_trials={N_TRIALS}",
-        "tune.heartbeat_interval=1", "tune.grace_period=2",
-    ]  # fmt: skip
+        sys.executable,
+        "tune.py",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        f"data.root={shapes3}",
+        "data.images_per_class=8",
+        "model.freeze=head",
+        "search=smoke",
+        f"tune.n_trials={N_TRIALS}",
+        "tune.heartbeat_interval=1",
+        "tune.grace_period=2",
+    ]
     db = run_dir / "study.db"
     with open(run_dir / "first.err", "w") as err:
         first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -165,8 +173,12 @@ def test_best_overrides_file_runs_in_train_py(killed_and_resumed, tmp_path):
     best = OmegaConf.load(run_dir / "best_params.yaml")
     result = subprocess.run(
         [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     used = OmegaConf.load(tmp_path / "config.yaml")
     for key, value in best.params.items():
@@ -181,13 +193,19 @@ def test_pruning_stops_a_trial_far_worse_than_a_finished_one(shapes3, tmp_path):
     cfg = compose_config(
         tmp_path,
         [
-            *TINY, f"data.root={shapes3}", "data.images_per_class=8", "model.freeze=head",
-            "trainer.max_epochs=2", "tune.n_trials=2", "tune.sampler=null",
+            *TINY,
+            f"data.root={shapes3}",
+            "data.images_per_class=8",
+            "model.freeze=head",
+            "trainer.max_epochs=2",
+            "tune.n_trials=2",
+            "tune.sampler=null",
             # Prune from the second trial on, at its first validation, when it is worse than the median.
-            "tune.pruner.n_startup_trials=1", "tune.pruner.n_warmup_steps=0",
+            "tune.pruner.n_startup_trials=1",
+            "tune.pruner.n_warmup_steps=0",
         ],
         config_name="tune",
-    )  # fmt: skip
+    )
     cfg.search = {"model.lr": {"type": "categorical", "choices": [1.0e-3, 10.0]}}
     study = create_study(cfg)
     study.enqueue_trial({"model.lr": 1.0e-3})
@@ -275,10 +293,12 @@ def test_only_the_best_trials_keep_their_exported_models(tmp_path, direction, ke
         (run_dir / "metrics.json").write_text("{}")
         study.add_trial(
             optuna.trial.create_trial(
-                params={"model.lr": 0.01}, distributions={"model.lr": lr}, value=value,
+                params={"model.lr": 0.01},
+                distributions={"model.lr": lr},
+                value=value,
                 user_attrs={"run_dir": str(run_dir)},
             )
-        )  # fmt: skip
+        )
     KeepBestModels(keep)(study, study.trials[-1])
     assert [n for n in range(3) if (tmp_path / f"{n:04d}" / "model").is_dir()] == kept
     assert all((tmp_path / f"{n:04d}" / "metrics.json").is_file() for n in range(3))
