@@ -20,6 +20,7 @@ slow = pytest.mark.slow
 CASES = [
     pytest.param(["backend=local"], ["data/dogImages", "data.root", "experiment=smoke"], id="no-data-folder"),
     pytest.param(["model.lr=abc"], ["model.lr=abc", "not a number"], id="lr-abc"),
+    pytest.param(["model.lr=-1e-3"], ["model.lr=-0.001", "positive"], id="lr-negative", marks=slow),
     pytest.param(["data.batch_size=0"], ["data.batch_size=0", "positive"], id="batch-0", marks=slow),
     pytest.param(["data.batch_size=-1"], ["data.batch_size=-1", "positive"], id="batch-neg", marks=slow),
     pytest.param(["data.batch_size=abc"], ["data.batch_size=abc", "whole number"], id="batch-abc"),

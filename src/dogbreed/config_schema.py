@@ -80,7 +80,8 @@ RULES: list[Rule] = [
     ("model.arch", lambda v: v in ARCHES, f"one of {', '.join(ARCHES)}"),
     ("model.freeze", lambda v: v in FREEZE_POLICIES, f"one of {', '.join(FREEZE_POLICIES)}"),
     ("model.scheduler", lambda v: v in SCHEDULERS, "null, constant or cosine"),
-    ("model.lr", lambda v: v > 0 and math.isfinite(v), "a positive number, e.g. model.lr=1e-3"),
+    # 0 is allowed: it freezes every weight, which the diagnostics' own checks use.
+    ("model.lr", lambda v: v >= 0 and math.isfinite(v), "0 or a positive number, e.g. model.lr=1e-3"),
     ("model.weight_decay", lambda v: v >= 0, "0 or more"),
     ("model.eps", lambda v: v > 0, "a positive number"),
     ("model.dropout", lambda v: 0 <= v < 1, "from 0 up to (not including) 1"),
