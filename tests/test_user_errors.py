@@ -16,20 +16,25 @@ from tests.conftest import ROOT, compose_config
 slow = pytest.mark.slow
 
 # (command-line arguments, words the error line must hold). Each runs `python train.py` in an empty folder,
-# so the default data.root (data/dogImages) does not exist there.
+# so the default data.root (data/dogImages) does not exist there. A subprocess costs seconds: the fast lane
+# keeps three cases, the rest run in the full lane.
 CASES = [
     pytest.param(["backend=local"], ["data/dogImages", "data.root", "experiment=smoke"], id="no-data-folder"),
     pytest.param(["model.lr=abc"], ["model.lr=abc", "not a number"], id="lr-abc"),
     pytest.param(["model.lr=-1e-3"], ["model.lr=-0.001", "positive"], id="lr-negative", marks=slow),
     pytest.param(["data.batch_size=0"], ["data.batch_size=0", "positive"], id="batch-0", marks=slow),
     pytest.param(["data.batch_size=-1"], ["data.batch_size=-1", "positive"], id="batch-neg", marks=slow),
-    pytest.param(["data.batch_size=abc"], ["data.batch_size=abc", "whole number"], id="batch-abc"),
+    pytest.param(
+        ["data.batch_size=abc"], ["data.batch_size=abc", "whole number"], id="batch-abc", marks=slow
+    ),
     pytest.param(["data.image_size=0"], ["data.image_size=0"], id="image-size-0", marks=slow),
     pytest.param(["trainer.max_epochs=abc"], ["trainer.max_epochs=abc"], id="epochs-abc", marks=slow),
-    pytest.param(["trainer.max_epochs=0"], ["trainer.max_epochs=0", "at least 1"], id="epochs-0"),
+    pytest.param(["trainer.max_epochs=0"], ["trainer.max_epochs=0", "at least 1"], id="epochs-0", marks=slow),
     pytest.param(["seed=abc"], ["seed=abc", "whole number"], id="seed-abc", marks=slow),
     pytest.param(["data.num_classes=0"], ["data.num_classes=0", "at least 2"], id="classes-0", marks=slow),
-    pytest.param(["ckpt_path=/nonexistent.ckpt"], ["ckpt_path=/nonexistent.ckpt", "no such"], id="ckpt"),
+    pytest.param(
+        ["ckpt_path=/nonexistent.ckpt"], ["ckpt_path=/nonexistent.ckpt", "no such"], id="ckpt", marks=slow
+    ),
     pytest.param(["model.arch=resnet9000"], ["model.arch=resnet9000", "resnet50"], id="arch", marks=slow),
     pytest.param(
         ["model=resnet18", "model.weights=null"],
