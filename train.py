@@ -13,9 +13,15 @@ if "SM_TRAINING_ENV" in os.environ or "SM_MODEL_DIR" in os.environ:
     # Inside a SageMaker job the project arrives as source (train.py, conf/, src/), not pip-installed.
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
+# After the path is set: inside a job these come from the source above.
+from dogbreed.config_schema import check_train_config  # noqa: E402
+from dogbreed.errors import exit_on_user_error  # noqa: E402
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
+    check_train_config(cfg)
     if cfg.backend.name == "local":
         from dogbreed.backends.container import container_callbacks
         from dogbreed.training import fit

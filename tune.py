@@ -9,11 +9,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from dogbreed.config_schema import check_train_config
+from dogbreed.errors import exit_on_user_error
+
 log = logging.getLogger("tune")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="tune")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
+    check_train_config(cfg)  # the values every trial shares, before a study is created
     if cfg.backend.name == "sagemaker":
         # The same conf/search file becomes the tuning job's parameter ranges.
         from omegaconf import OmegaConf

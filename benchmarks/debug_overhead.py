@@ -44,9 +44,7 @@ class StepTimer(pl.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)][self.warmup :]
 
 
-def mean_step_time(
-    run_dir: Path, overrides: list[str], steps: int, warmup: int, diagnostics: bool
-) -> float:
+def mean_step_time(run_dir: Path, overrides: list[str], steps: int, warmup: int, diagnostics: bool) -> float:
     switches = ["debugger=on", "profiler=on"] if diagnostics else ["debugger=off", "profiler=off"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(
@@ -88,15 +86,25 @@ def main() -> None:
                 times.append(mean_step_time(run_dir, args.overrides, args.steps, args.warmup, on_))
     ratio = statistics.median(on) / statistics.median(off)  # medians over runs of mean step times
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    print(json.dumps({
-        "benchmark": "debug_overhead", "device": device, "cpu_count": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2), "overrides": ["experiment=smoke", *args.overrides],
-        "steps_per_run": args.steps, "repeats": args.repeats,
-        "mean_step_s_off": round(statistics.median(off), 4),
-        "mean_step_s_on": round(statistics.median(on), 4),
-        "ratio_on_off": round(ratio, 4), "overhead_percent": round(100 * (ratio - 1), 2),
-        "runs_s": {"off": [round(v, 4) for v in off], "on": [round(v, 4) for v in on]},
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "debug_overhead",
+                "device": device,
+                "cpu_count": os.cpu_count(),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "overrides": ["experiment=smoke", *args.overrides],
+                "steps_per_run": args.steps,
+                "repeats": args.repeats,
+                "mean_step_s_off": round(statistics.median(off), 4),
+                "mean_step_s_on": round(statistics.median(on), 4),
+                "ratio_on_off": round(ratio, 4),
+                "overhead_percent": round(100 * (ratio - 1), 2),
+                "runs_s": {"off": [round(v, 4) for v in off], "on": [round(v, 4) for v in on]},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,11 +42,23 @@ class EpochTimer(pl.Callback):
 
 def epoch_seconds(root: Path, run_dir: Path, size: int, overrides: list[str]) -> float:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("train", overrides=[
-            f"run_dir={run_dir}", f"data.root={root}", f"data.image_size={size}", "model.weights=null",
-            "trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.limit_test_batches=1",
-            "export=false", "trainer.enable_progress_bar=false", "~callbacks.model_checkpoint", *overrides,
-        ])  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=[
+                f"run_dir={run_dir}",
+                f"data.root={root}",
+                f"data.image_size={size}",
+                "model.weights=null",
+                "model.allow_random_frozen_backbone=true",  # timing, not accuracy
+                "trainer.max_epochs=1",
+                "trainer.limit_val_batches=0",
+                "trainer.limit_test_batches=1",
+                "export=false",
+                "trainer.enable_progress_bar=false",
+                "~callbacks.model_checkpoint",
+                *overrides,
+            ],
+        )
     timer = EpochTimer()
     with contextlib.redirect_stdout(sys.stderr):  # fit prints metric lines; stdout is for the JSON
         fit(cfg, extra_callbacks=[timer])
@@ -65,15 +77,28 @@ def main() -> None:
             root = make_images(Path(tmp) / f"data{count}", None, classes=CLASSES, per_class=count // CLASSES)
             for size in args.sizes:
                 seconds = epoch_seconds(root, Path(tmp) / f"run{count}_{size}", size, args.overrides)
-                points.append({
-                    "images": count, "image_size": size, "epoch_s": round(seconds, 2),
-                    "images_per_s": round(count / seconds, 2),
-                })  # fmt: skip
+                points.append(
+                    {
+                        "images": count,
+                        "image_size": size,
+                        "epoch_s": round(seconds, 2),
+                        "images_per_s": round(count / seconds, 2),
+                    }
+                )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    print(json.dumps({
-        "benchmark": "epoch_scaling", "device": device, "cpu_count": available_cpus(),
-        "overrides": args.overrides, "load_average": os.getloadavg(), "points": points,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch_scaling",
+                "device": device,
+                "cpu_count": available_cpus(),
+                "overrides": args.overrides,
+                "load_average": os.getloadavg(),
+                "points": points,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

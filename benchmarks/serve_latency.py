@@ -1,12 +1,12 @@
 """Serving speed of ResNet50 at 224 px (133 classes) on this machine; prints JSON.
 
-1. Batch-1 latency, in process, request bytes to JSON answer: the seeds' handler shape (full PIL decode,
+1. Batch-1 latency, in process, request bytes to JSON answer: a plain handler (full PIL decode,
    eager fp32 NCHW network, one request at a time) against ours (dogbreed.serving.handler: JPEG draft
    decoding as evaluation does, BatchNorm folded into convolutions, channels_last). Rounds alternate.
 2. Throughput over HTTP against the local server (serve/deploy.py): 16 concurrent clients (dynamic batching)
    against one request at a time. Rounds alternate.
 
-    python benchmarks/serve_latency.py [--photos /work/shared/data/real-photos] [--rounds 3] [--requests 160]
+    python benchmarks/serve_latency.py --photos <folder of photos> [--rounds 3] [--requests 160]
     python benchmarks/serve_latency.py --optimize bf16         # ours in bfloat16 (server.optimize=bf16)
 
 The photos are read where they are, never copied. The weights are random (the speed does not depend on them).
@@ -40,7 +40,7 @@ from dogbreed.serving import handler  # noqa: E402
 
 
 class SeedShapedHandler:
-    """The seeds' inference.py shape: PIL decode of the whole image, eager fp32 NCHW, one image per call."""
+    """A plain handler: PIL decode of the whole image, eager fp32 NCHW, one image per call."""
 
     def __init__(self, model_dir: Path):
         config = json.loads((model_dir / "model.json").read_text())
@@ -66,9 +66,13 @@ def ours(engine):
 
 def machine() -> dict:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {
         "cpu": cpu,
         "cpus_available": len(os.sched_getaffinity(0)),
@@ -80,21 +84,30 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", default="/work/shared/data/real-photos")
+    parser.add_argument("--photos", required=True, help="folder of .jpg/.png photos, read in place")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over all photos (latency)")
     parser.add_argument("--requests", type=int, default=160, help="requests per throughput round")
     parser.add_argument("--throughput-rounds", type=int, default=2)
     parser.add_argument("--optimize", default="fuse", choices=["none", "fuse", "bf16"], help="ours")
     args = parser.parse_args()
     photos = [body for body, _ in load_images(args.photos)]
-    report: dict = {"machine": machine(), "photos": len(photos), "model": "resnet50, 224 px, 133 classes",
-                    "optimize": args.optimize}  # fmt: skip
+    report: dict = {
+        "machine": machine(),
+        "photos": len(photos),
+        "model": "resnet50, 224 px, 133 classes",
+        "optimize": args.optimize,
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         names = [f"{i:03d}.Breed_{i}" for i in range(1, 134)]
-        export_model(build_network("resnet50", 133), model_dir, arch="resnet50", class_names=names,
-                     preprocessing=preprocessing_for("resnet50", 224))  # fmt: skip
+        export_model(
+            build_network("resnet50", 133),
+            model_dir,
+            arch="resnet50",
+            class_names=names,
+            preprocessing=preprocessing_for("resnet50", 224),
+        )
 
         os.environ.pop("DOGBREED_THREADS", None)
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"  # one worker: all CPUs for it, like the server

@@ -1,5 +1,5 @@
-"""Training throughput (images/s): dogbreed's Lightning step against a plain PyTorch loop written the way the
-seed notebooks' train_model.py does it (ImageFolder + DataLoader + loop, PIL decode, fp32 NCHW).
+"""Training throughput (images/s): dogbreed's Lightning step against a plain PyTorch loop (ImageFolder +
+DataLoader without workers + loop, PIL decode, fp32 NCHW).
 
 Same model, same data, same machine, runs alternated. Also measured, in the same run:
 - `bare`: dogbreed's own model and loader in a hand-written loop, without Lightning: the difference to
@@ -11,7 +11,7 @@ Same model, same data, same machine, runs alternated. Also measured, in the same
 Prints JSON.
 
     python benchmarks/train_throughput.py --freeze head --freeze all --steps 8 --repeats 2
-    python benchmarks/train_throughput.py --photos ../shared/data/real-photos   # real JPEGs, replicated
+    python benchmarks/train_throughput.py --photos <folder of JPEGs>   # real JPEGs, replicated
     python benchmarks/train_throughput.py --freeze all --batch 256 --steps 30 --synthetic   # on a GPU
 """
 
@@ -81,32 +81,56 @@ class StepTimer(pl.Callback):
 def dogbreed_parts(root: Path, freeze: str, batch: int, size: int, workers: int, compile_net: bool):
     dm = DogBreedDataModule(root, arch="resnet50", image_size=size, batch_size=batch, num_workers=workers)
     dm.setup("fit")
-    model = BreedClassifier(dm.num_classes, arch="resnet50", weights=None, freeze=freeze)
+    model = BreedClassifier(
+        dm.num_classes, arch="resnet50", weights=None, freeze=freeze, allow_random_frozen_backbone=True
+    )
     maybe_compile(model.net, {"enabled": compile_net})
     return dm, model
 
 
 def dogbreed_run(
-    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int,
-    precision: str, compile_net: bool,
-) -> float:  # fmt: skip
+    root: Path,
+    freeze: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    size: int,
+    workers: int,
+    precision: str,
+    compile_net: bool,
+) -> float:
     """The project's training step: Lightning Trainer, the project's loader and model, as fit() runs them."""
     dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
     timer = StepTimer(warmup)
     configure_backends()
     trainer = pl.Trainer(
-        accelerator="auto", devices=1, max_epochs=1, limit_train_batches=warmup + steps, limit_val_batches=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer], precision=resolve_precision(precision),
-    )  # fmt: skip
+        accelerator="auto",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        precision=resolve_precision(precision),
+    )
     trainer.fit(model, train_dataloaders=dm.train_dataloader())
     return timer.images / timer.seconds
 
 
 def bare_run(
-    root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int, workers: int,
-    precision: str, compile_net: bool,
-) -> float:  # fmt: skip
+    root: Path,
+    freeze: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    size: int,
+    workers: int,
+    precision: str,
+    compile_net: bool,
+) -> float:
     """The same model, loader and optimizer in a hand-written loop: what Lightning adds is the difference."""
     dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -141,7 +165,9 @@ def train_step(model: BreedClassifier, optimizer, x: torch.Tensor, y: torch.Tens
 def synthetic_run(freeze: str, steps: int, warmup: int, batch: int, size: int, precision: str) -> float:
     """Forward + backward of the same network on random tensors already on the device: no loader at all."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = BreedClassifier(4, arch="resnet50", weights=None, freeze=freeze).to(device)
+    model = BreedClassifier(
+        4, arch="resnet50", weights=None, freeze=freeze, allow_random_frozen_backbone=True
+    ).to(device)
     model.train()
     model.on_train_epoch_start()
     optimizer = model.configure_optimizers()
@@ -180,11 +206,15 @@ def synchronize(device: torch.device) -> None:
 
 
 def plain_loop_run(root: Path, freeze: str, steps: int, warmup: int, batch: int, size: int) -> float:
-    """The seeds' shape: torchvision ImageFolder, default PIL loader, workers=0, NCHW fp32, manual loop."""
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])  # fmt: skip
+    """The plain loop: torchvision ImageFolder, default PIL loader, workers=0, NCHW fp32, manual loop."""
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     data = datasets.ImageFolder(root / "train", transform=tf)
     loader = DataLoader(data, batch_size=batch, shuffle=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -224,7 +254,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="trainer.precision (auto: bf16 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (compile.enabled)")
     parser.add_argument("--synthetic", action="store_true", help="also the synthetic-tensor ceiling")
-    parser.add_argument("--no-plain", action="store_true", help="skip the seeds' loop (slow on a GPU)")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain loop (slow on a GPU)")
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_num_workers()
     per_class = (args.warmup + args.steps) * args.batch // 4 + args.batch
@@ -257,15 +287,29 @@ def main() -> None:
             result["runs"] = {k: [round(x, 2) for x in v] for k, v in runs.items() if v}
             results[freeze] = result
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    print(json.dumps({
-        "benchmark": "train_throughput", "device": device, "cpu_count": available_cpus(),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "image_size": args.size,
-        "batch_size": args.batch, "steps": args.steps, "repeats": args.repeats, "loader_workers": workers,
-        "precision": str(resolve_precision(args.precision)), "compile": args.compile,
-        "data": str(args.photos or "generated 500x375 JPEGs"),
-        "loader_images_per_s_per_worker": round(per_worker, 1), "load_average": os.getloadavg(),
-        "results": results,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_throughput",
+                "device": device,
+                "cpu_count": available_cpus(),
+                "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "image_size": args.size,
+                "batch_size": args.batch,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "loader_workers": workers,
+                "precision": str(resolve_precision(args.precision)),
+                "compile": args.compile,
+                "data": str(args.photos or "generated 500x375 JPEGs"),
+                "loader_images_per_s_per_worker": round(per_worker, 1),
+                "load_average": os.getloadavg(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

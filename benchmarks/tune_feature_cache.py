@@ -60,6 +60,7 @@ def run_one(args: argparse.Namespace, data_root: Path, work: Path, cached: bool,
             f"model={args.arch}",
             f"model.weights={args.weights}",
             "model.freeze=head",
+            "model.allow_random_frozen_backbone=true",  # --weights null: timings only
             f"data.image_size={args.image_size}",
             f"data.num_workers={args.num_workers}",
             "trainer.accelerator=cpu",

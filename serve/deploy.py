@@ -7,17 +7,27 @@ deletes it; backend.dry_run=true prints the requests and sends nothing).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from dogbreed.errors import ConfigValueError, exit_on_user_error
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="deploy")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     if cfg.backend.name == "local":
         from dogbreed.serving.server import serve_local
 
         if not cfg.get("model_dir"):
-            raise SystemExit("error: backend=local needs model_dir=runs/train/<run>/model")
+            raise ConfigValueError("backend=local needs model_dir=runs/train/<run>/model")
+        if not (Path(cfg.model_dir).expanduser() / "model.json").is_file():
+            raise ConfigValueError(
+                f"model_dir={cfg.model_dir} is not an exported model (no model.json): "
+                "pass a run's model folder, e.g. model_dir=runs/train/<run>/model"
+            )
         serve_local(cfg)
         return
     if cfg.backend.name == "sagemaker":

@@ -29,10 +29,13 @@ def compose_config(run_dir: Path | str, overrides: list[str] = (), config_name: 
 
 
 # A tiny, fast training setup: ResNet18 from scratch at 32 px on the caller's data, no workers, no bars.
+# Tests that freeze part of it (model.freeze=head|layer4) test mechanics, not accuracy: the random frozen
+# backbone is allowed on purpose.
 TINY = [
     "model=resnet18",
     "model.weights=null",
     "model.freeze=all",
+    "model.allow_random_frozen_backbone=true",
     "model.lr=1e-3",
     "data.image_size=32",
     "data.min_crop_scale=0.5",

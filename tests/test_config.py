@@ -19,7 +19,8 @@ def _options(group: str) -> list[str]:
 @pytest.mark.parametrize("data", _options("data"))
 @pytest.mark.parametrize("model", _options("model"))
 def test_data_and_model_options_instantiate(tmp_path, data, model):
-    cfg = compose_config(tmp_path, [f"data={data}", f"model={model}", "model.weights=null"])
+    overrides = [f"data={data}", f"model={model}", "model.weights=null", "model.freeze=all"]
+    cfg = compose_config(tmp_path, overrides)
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, DogBreedDataModule)
     assert datamodule.preprocessing.crop_size == cfg.data.image_size

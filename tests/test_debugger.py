@@ -143,8 +143,16 @@ def test_healthy_run_finds_no_issues_and_writes_tensors_plots_and_report(shapes3
 
 @pytest.mark.slow
 def test_frozen_layers_are_left_out(shapes3, tmp_path):
-    run(tmp_path, shapes3, ["model.freeze=head", "trainer.max_epochs=1", "data.images_per_class=8",
-                            "callbacks.debugger.save_interval=1"])  # fmt: skip
+    run(
+        tmp_path,
+        shapes3,
+        [
+            "model.freeze=head",
+            "trainer.max_epochs=1",
+            "data.images_per_class=8",
+            "callbacks.debugger.save_interval=1",
+        ],
+    )
     with open(tmp_path / "debug" / "layer_stats.csv") as f:
         layers = {r["layer"] for r in csv.DictReader(f)}
     assert layers == {"net.fc.1.weight", "net.fc.1.bias"}
@@ -152,8 +160,16 @@ def test_frozen_layers_are_left_out(shapes3, tmp_path):
 
 @pytest.mark.slow
 def test_huge_learning_rate_explodes_and_stops_training(shapes3, tmp_path):
-    result = run(tmp_path, shapes3, ["model.lr=1e30", "trainer.max_epochs=5", "data.images_per_class=8",
-                                     "callbacks.debugger.save_interval=1"])  # fmt: skip
+    result = run(
+        tmp_path,
+        shapes3,
+        [
+            "model.lr=1e30",
+            "trainer.max_epochs=5",
+            "data.images_per_class=8",
+            "callbacks.debugger.save_interval=1",
+        ],
+    )
     exploding = result["rules"]["ExplodingTensor"]
     assert exploding["status"] == "IssuesFound", exploding
     assert "NaN" in exploding["message"] and exploding["step"] is not None

@@ -26,7 +26,8 @@ def test_report_tables_and_image(tmp_path):
     with open(tmp_path / "confused_pairs.csv") as f:
         pairs = list(csv.DictReader(f))
     assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
-        ("002.Boxer", "003.Poodle", "5"), ("001.Beagle", "002.Boxer", "2"),
-    ]  # fmt: skip
+        ("002.Boxer", "003.Poodle", "5"),
+        ("001.Beagle", "002.Boxer", "2"),
+    ]
     png = (tmp_path / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000

@@ -67,9 +67,12 @@ def test_an_export_killed_midway_leaves_the_previous_model_whole(tmp_path, monke
     def export(seed: int):
         torch.manual_seed(seed)
         return export_model(
-            build_network("resnet18", 3), tmp_path / "model", arch="resnet18", class_names=["a", "b", "c"],
+            build_network("resnet18", 3),
+            tmp_path / "model",
+            arch="resnet18",
+            class_names=["a", "b", "c"],
             preprocessing=Preprocessing(crop_size=32, resize_size=36),
-        )  # fmt: skip
+        )
 
     first = torch.load(export(0) / "weights.pt", weights_only=True)
     real_save = torch.save

@@ -97,7 +97,8 @@ def test_every_trial_of_a_study_trains_on_the_one_cache(shapes3, tmp_path):
 
     cache = tmp_path / "features"
     overrides = [*TINY, f"data.root={shapes3}", *CACHED, f"feature_cache.dir={cache}"]
-    cfg = compose_config(tmp_path, [*overrides, "search=smoke", "tune.n_trials=3"], config_name="tune")
+    tune = ["search=smoke", "tune.n_trials=3", "tune.keep_models=null"]  # every trial's model kept
+    cfg = compose_config(tmp_path, [*overrides, *tune], config_name="tune")
     study = run_study(cfg)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     (entry,) = cache.iterdir()

@@ -85,9 +85,16 @@ def test_unknown_config_key_is_refused_before_any_trial(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(3.1e-05, "k=3.1e-05"), (16, "k=16"), (True, "k=true"), (None, "k=null"), ("cosine", "k=cosine"),
-     ("1e-3", "k='1e-3'"), ("a b", "k='a b'")],
-)  # fmt: skip
+    [
+        (3.1e-05, "k=3.1e-05"),
+        (16, "k=16"),
+        (True, "k=true"),
+        (None, "k=null"),
+        ("cosine", "k=cosine"),
+        ("1e-3", "k='1e-3'"),
+        ("a b", "k='a b'"),
+    ],
+)
 def test_overrides_read_back_to_the_same_value(value, expected):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

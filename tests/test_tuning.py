@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from dogbreed.tuning import TuneConfigError, create_study, objective_of, run_study
+from dogbreed.tuning import KeepBestModels, TuneConfigError, create_study, objective_of, run_study
 from dogbreed.tuning_report import write_best, write_trials_csv
 from tests.conftest import ROOT, TINY, compose_config
 
@@ -58,10 +58,18 @@ def killed_and_resumed(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_dir = tmp_path_factory.mktemp("tune")
     env = _env(tmp_path_factory.getbasetemp() / "cache")
     command = [
-        sys.executable, "tune.py", f"hydra.run.dir={run_dir}", *TINY, f"data.root={shapes3}",
-        "data.images_per_class=8", "model.freeze=head", "search=smoke", f"tune.n_trials={N_TRIALS}",
-        "tune.heartbeat_interval=1", "tune.grace_period=2",
-    ]  # fmt: skip
+        sys.executable,
+        "tune.py",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        f"data.root={shapes3}",
+        "data.images_per_class=8",
+        "model.freeze=head",
+        "search=smoke",
+        f"tune.n_trials={N_TRIALS}",
+        "tune.heartbeat_interval=1",
+        "tune.grace_period=2",
+    ]
     db = run_dir / "study.db"
     with open(run_dir / "first.err", "w") as err:
         first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -144,6 +152,11 @@ def test_study_writes_best_trial_overrides_table_and_plots(killed_and_resumed):
     assert best.value == pytest.approx(trial_metrics["val/loss"])
     assert (Path(best.user_attrs.run_dir) / "model" / "weights.pt").is_file()
     assert not (Path(best.user_attrs.run_dir) / "checkpoints").exists()  # trials write no checkpoints
+    # tune.keep_models=1 (the default): only the best trial keeps its exported model; the rest keep metrics.
+    trial_dirs = sorted((run_dir / "trials").iterdir())
+    assert [d for d in trial_dirs if (d / "model").exists()] == [Path(best.user_attrs.run_dir)]
+    others = [d for d in trial_dirs if d != Path(best.user_attrs.run_dir) and (d / "metrics.json").is_file()]
+    assert others
 
     with open(run_dir / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -160,8 +173,12 @@ def test_best_overrides_file_runs_in_train_py(killed_and_resumed, tmp_path):
     best = OmegaConf.load(run_dir / "best_params.yaml")
     result = subprocess.run(
         [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     used = OmegaConf.load(tmp_path / "config.yaml")
     for key, value in best.params.items():
@@ -176,13 +193,19 @@ def test_pruning_stops_a_trial_far_worse_than_a_finished_one(shapes3, tmp_path):
     cfg = compose_config(
         tmp_path,
         [
-            *TINY, f"data.root={shapes3}", "data.images_per_class=8", "model.freeze=head",
-            "trainer.max_epochs=2", "tune.n_trials=2", "tune.sampler=null",
+            *TINY,
+            f"data.root={shapes3}",
+            "data.images_per_class=8",
+            "model.freeze=head",
+            "trainer.max_epochs=2",
+            "tune.n_trials=2",
+            "tune.sampler=null",
             # Prune from the second trial on, at its first validation, when it is worse than the median.
-            "tune.pruner.n_startup_trials=1", "tune.pruner.n_warmup_steps=0",
+            "tune.pruner.n_startup_trials=1",
+            "tune.pruner.n_warmup_steps=0",
         ],
         config_name="tune",
-    )  # fmt: skip
+    )
     cfg.search = {"model.lr": {"type": "categorical", "choices": [1.0e-3, 10.0]}}
     study = create_study(cfg)
     study.enqueue_trial({"model.lr": 1.0e-3})
@@ -256,3 +279,28 @@ def test_best_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert (tmp_path / "best_overrides.txt").read_text() == "data.root=/d\nmodel.lr=0.003\n"
     assert OmegaConf.load(tmp_path / "best_params.yaml").trial == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "direction, keep, kept", [("minimize", 1, [1]), ("maximize", 2, [0, 2]), ("minimize", None, [0, 1, 2])]
+)
+def test_only_the_best_trials_keep_their_exported_models(tmp_path, direction, keep, kept):
+    study = optuna.create_study(direction=direction)
+    lr = optuna.distributions.FloatDistribution(1e-5, 1.0, log=True)
+    for number, value in enumerate([0.5, 0.1, 0.3]):
+        run_dir = tmp_path / f"{number:04d}"
+        (run_dir / "model").mkdir(parents=True)
+        (run_dir / "metrics.json").write_text("{}")
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"model.lr": 0.01},
+                distributions={"model.lr": lr},
+                value=value,
+                user_attrs={"run_dir": str(run_dir)},
+            )
+        )
+    KeepBestModels(keep)(study, study.trials[-1])
+    assert [n for n in range(3) if (tmp_path / f"{n:04d}" / "model").is_dir()] == kept
+    assert all((tmp_path / f"{n:04d}" / "metrics.json").is_file() for n in range(3))
+    with pytest.raises(TuneConfigError, match="tune.keep_models=-1"):
+        KeepBestModels(-1)

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from dogbreed.config_schema import SCHEDULERS, check_freeze_has_weights
+from dogbreed.errors import ConfigValueError
 from dogbreed.network import apply_freeze, build_network, frozen_batchnorm_eval
-
-SCHEDULERS = (None, "constant", "cosine")
 
 
 class BreedClassifier(pl.LightningModule):
@@ -35,10 +35,13 @@ class BreedClassifier(pl.LightningModule):
         scheduler: str | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
+        allow_random_frozen_backbone: bool = False,
     ) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
-            raise ValueError(f"model.scheduler={scheduler} is not one of {', '.join(map(str, SCHEDULERS))}")
+            allowed = ", ".join(map(str, SCHEDULERS))
+            raise ConfigValueError(f"model.scheduler={scheduler} is not one of {allowed}")
+        check_freeze_has_weights(weights, freeze, allow_random_frozen_backbone)
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.net = build_network(arch, num_classes, weights, head_hidden, dropout)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
-ARCHES = ("resnet18", "resnet34", "resnet50", "resnet101")
-FREEZE_POLICIES = ("head", "layer4", "all")
+from dogbreed.config_schema import ARCHES, FREEZE_POLICIES
+from dogbreed.errors import ConfigValueError
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -21,7 +21,7 @@ class WeightsUnavailableError(RuntimeError):
 def build_head(
     in_features: int, num_classes: int, hidden: int | None = None, dropout: float = 0.0
 ) -> nn.Module:
-    """One Linear layer, or (with `hidden`) Linear-ReLU-Dropout-Linear as the seed notebooks used."""
+    """One Linear layer, or (with `hidden`) Linear-ReLU-Dropout-Linear."""
     if not hidden:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
     return nn.Sequential(
@@ -70,7 +70,7 @@ def build_network(
 ) -> nn.Module:
     """A torchvision ResNet whose `fc` is replaced by a new head for `num_classes` classes."""
     if arch not in ARCHES:
-        raise ValueError(f"model.arch={arch} is not one of {', '.join(ARCHES)}")
+        raise ConfigValueError(f"model.arch={arch} is not one of {', '.join(ARCHES)}")
     net = get_model(arch, weights=None)
     state = load_backbone_weights(arch, weights)
     if state is not None:
@@ -95,7 +95,7 @@ def build_network(
 def apply_freeze(net: nn.Module, policy: str) -> None:
     """`head`: train only the new head; `layer4`: the last block and the head; `all`: everything."""
     if policy not in FREEZE_POLICIES:
-        raise ValueError(f"model.freeze={policy} is not one of {', '.join(FREEZE_POLICIES)}")
+        raise ConfigValueError(f"model.freeze={policy} is not one of {', '.join(FREEZE_POLICIES)}")
     trainable = {"head": ("fc.",), "layer4": ("fc.", "layer4."), "all": ("",)}[policy]
     for name, param in net.named_parameters():
         param.requires_grad = name.startswith(trainable)

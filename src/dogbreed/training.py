@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.acceleration import configure_backends, maybe_compile, resolve_precision
 from dogbreed.callbacks import format_metric_lines
+from dogbreed.config_schema import check_train_config
 from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
@@ -29,13 +30,12 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
     """Train, test, export and evaluate as `cfg` says; return the final metrics (also in metrics.json)."""
+    check_train_config(cfg)  # a bad value stops here, before data or model is built
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run directory: %s", run_dir.resolve())
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
     configure_backends(cfg.get("cudnn_benchmark", True))
 
     log.info("preparing data <%s> from %s", cfg.data._target_, cfg.data.root)
@@ -48,6 +48,9 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         ", ".join(f"{split} {len(ds)}" for split, ds in datamodule.datasets.items()),
     )
 
+    # Seeded after the data checks (which draw on their own seeded generators), before any weight is drawn.
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     log.info("building model <%s> %s weights=%s", cfg.model._target_, cfg.model.arch, cfg.model.weights)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
     if (cfg.get("feature_cache") or {}).get("enabled"):

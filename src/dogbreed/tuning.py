@@ -8,6 +8,8 @@ own run directory under <run_dir>/trials/, and prunes through optuna-integration
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -194,6 +196,32 @@ class TrialRunner:
         return float(metrics[self.objective.metric])
 
 
+class KeepBestModels:
+    """After each trial, remove the exported model of every finished trial outside the best `keep`.
+
+    Each trial exports its whole network (about 100 MB for ResNet50); a study of many trials would leave
+    them all behind. Running trials are left alone (their export may be under way); so is everything else in
+    a trial's run directory (metrics, logs, evaluation). `keep=None` keeps every model.
+    """
+
+    def __init__(self, keep: int | None) -> None:
+        if keep is not None and (not isinstance(keep, int) or keep < 0):
+            raise TuneConfigError(f"tune.keep_models={keep} is not allowed: use null (all) or 0 or more")
+        self.keep = keep
+
+    def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if self.keep is None:
+            return
+        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+        ranked = sorted(completed(study), key=lambda t: sign * (t.value if t.value is not None else math.inf))
+        kept = {t.number for t in ranked[: self.keep]}
+        for trial in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
+            model_dir = Path(trial.user_attrs.get("run_dir", "")) / "model"
+            if trial.number not in kept and trial.user_attrs.get("run_dir") and model_dir.is_dir():
+                shutil.rmtree(model_dir, ignore_errors=True)  # another process may be removing it too
+                log.info("trial %d is not among the best %d: removed %s", trial.number, self.keep, model_dir)
+
+
 def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -229,6 +257,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
         raise TuneConfigError(f"tune.n_trials={n_trials} must be at least 1")
     n_jobs = int(tune_cfg.get("n_jobs") or 1)
     runner = TrialRunner(cfg)  # validates the search space before a study is created
+    keep_models = KeepBestModels(tune_cfg.get("keep_models"))
     study = create_study(cfg)
     fail_interrupted(study)
     done = count_finished(study)
@@ -241,7 +270,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
             timeout=tune_cfg.get("timeout"),
             n_jobs=n_jobs,
             # Several processes or machines on one study stop together once it holds n_trials.
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), keep_models],
             gc_after_trial=True,
         )
     return study

@@ -11,12 +11,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from dogbreed.acceleration import available_cpus
+from dogbreed.config_schema import BAD_IMAGE_POLICIES
 from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder, choose_classes, inspect_layout
 from dogbreed.preprocessing import Preprocessing, preprocessing_for
-
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def default_num_workers() -> int:

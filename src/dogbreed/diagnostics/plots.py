@@ -26,11 +26,20 @@ def plot_debugger(history: TensorHistory, out_dir: Path) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(8, 4))
     if history.train_losses:
-        ax.plot([s for s, _, _ in history.train_losses], [v for _, _, v in history.train_losses],
-                lw=0.8, alpha=0.7, label="train (per step)")  # fmt: skip
+        ax.plot(
+            [s for s, _, _ in history.train_losses],
+            [v for _, _, v in history.train_losses],
+            lw=0.8,
+            alpha=0.7,
+            label="train (per step)",
+        )
     if history.epoch_train_losses:
-        ax.plot([s for s, _, _ in history.epoch_train_losses], [v for _, _, v in history.epoch_train_losses],
-                "s-", label="train (epoch mean)")  # fmt: skip
+        ax.plot(
+            [s for s, _, _ in history.epoch_train_losses],
+            [v for _, _, v in history.epoch_train_losses],
+            "s-",
+            label="train (epoch mean)",
+        )
     if history.val_losses:
         ax.plot(
             [s for s, _, _ in history.val_losses], [v for _, _, v in history.val_losses], "o-", label="eval"
@@ -96,8 +105,13 @@ def plot_profiler(samples: list, steps: list, t0: float, out_dir: Path) -> list[
         fig, ax = plt.subplots(figsize=(10, 4))
         index = [s.step for s in steps]
         ax.bar(index, [s.compute_s for s in steps], width=1.0, label="compute")
-        ax.bar(index, [s.data_wait_s for s in steps], width=1.0, bottom=[s.compute_s for s in steps],
-               label="data wait")  # fmt: skip
+        ax.bar(
+            index,
+            [s.data_wait_s for s in steps],
+            width=1.0,
+            bottom=[s.compute_s for s in steps],
+            label="data wait",
+        )
         ax.set(xlabel="step", ylabel="seconds", title="Step time: compute and data wait")
         ax.legend()
         paths.append(_save(fig, out_dir / "step_times.png"))

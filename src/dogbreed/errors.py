@@ -1,0 +1,116 @@
+"""User errors: a mistake the user can fix gets one `error:` line and exit status 2, never a traceback.
+
+A user error is a bad config value, a missing or malformed data folder, weights that cannot be fetched, a
+model directory that is not one, or an optional extra that is not installed. Its message names the key or
+file at fault and the fix. Anything else is a fault of the program and keeps its traceback; so does a user
+error when HYDRA_FULL_ERROR=1 is set (the switch Hydra itself reads for full tracebacks).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+EXIT_USER_ERROR = 2  # what argparse and Hydra use for a bad command line
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message names the config key or file, and the fix."""
+
+
+class ConfigValueError(UserError, ValueError):
+    """A config value of the wrong type or outside what the key allows."""
+
+
+# Errors whose messages already name the key or file and the fix, raised by modules that know nothing of
+# the command line. They are matched by name here, and only when their module is loaded (an exception of a
+# module that was never imported cannot be one of them), so reporting an error imports nothing.
+FIXABLE_ERRORS = {
+    "dogbreed.data.folders": ("DataLayoutError",),
+    "dogbreed.data.images": ("BadImageError",),
+    "dogbreed.data.download": ("DownloadError",),
+    "dogbreed.network": ("WeightsUnavailableError",),
+    "dogbreed.export": ("ModelDirError",),
+    "dogbreed.search_space": ("SearchSpaceError",),
+    "dogbreed.tuning": ("TuneConfigError",),
+    "dogbreed.backends.sagemaker": ("SageMakerSetupError",),
+    "dogbreed.backends.container": ("ChannelLayoutError",),
+}
+
+# Top-level modules of the optional extras in pyproject.toml -> the extra that installs them.
+EXTRAS = {
+    "optuna": "tune",
+    "optuna_integration": "tune",
+    "pandas": "tune",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "tensorboard": "tensorboard",
+    "psutil": "profiling",
+    "sagemaker": "sagemaker",
+    "smdebug": "smdebug",
+}
+
+
+def _fixable_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [UserError]
+    for module_name, names in FIXABLE_ERRORS.items():
+        module = sys.modules.get(module_name)
+        found += [getattr(module, name) for name in names if hasattr(module, name)]
+    return tuple(found)
+
+
+def _causes(exc: BaseException):
+    """`exc` and what it was raised from: hydra.utils.instantiate wraps a constructor's error in its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__
+
+
+def one_line(message: str) -> str:
+    """A message's lines joined into one: 'folder x is not usable: missing a; empty b'."""
+    lines = [line.strip().removeprefix("- ").strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head, rest = lines[0], lines[1:]
+    if not rest:
+        return head
+    return head + (" " if head.endswith(":") else "; ") + "; ".join(rest)
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for a user error somewhere in `exc`'s chain; None for a program fault."""
+    fixable = _fixable_types()
+    for error in _causes(exc):
+        if isinstance(error, fixable):
+            return one_line(str(error))
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            top = error.name.split(".")[0]
+            if top in EXTRAS:
+                extra = EXTRAS[top]
+                return f"{top} is not installed: pip install -e '.[{extra}]' (the {extra} extra)"
+    return None
+
+
+def exit_on_user_error(main: F) -> F:
+    """Decorate an entry point's main (under @hydra.main): user errors become `error: ...` and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except Exception as exc:
+            message = user_error_message(exc)
+            if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,140 @@
+"""A user's mistake ends in one `error:` line and exit status 2, through the real entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreed.config_schema import check_train_config
+from dogbreed.errors import ConfigValueError, exit_on_user_error, one_line
+from tests.conftest import ROOT, compose_config
+
+slow = pytest.mark.slow
+
+# (command-line arguments, words the error line must hold). Each runs `python train.py` in an empty folder,
+# so the default data.root (data/dogImages) does not exist there. A subprocess costs seconds: the fast lane
+# keeps three cases, the rest run in the full lane.
+CASES = [
+    pytest.param(["backend=local"], ["data/dogImages", "data.root", "experiment=smoke"], id="no-data-folder"),
+    pytest.param(["model.lr=abc"], ["model.lr=abc", "not a number"], id="lr-abc"),
+    pytest.param(["model.lr=-1e-3"], ["model.lr=-0.001", "positive"], id="lr-negative", marks=slow),
+    pytest.param(["data.batch_size=0"], ["data.batch_size=0", "positive"], id="batch-0", marks=slow),
+    pytest.param(["data.batch_size=-1"], ["data.batch_size=-1", "positive"], id="batch-neg", marks=slow),
+    pytest.param(
+        ["data.batch_size=abc"], ["data.batch_size=abc", "whole number"], id="batch-abc", marks=slow
+    ),
+    pytest.param(["data.image_size=0"], ["data.image_size=0"], id="image-size-0", marks=slow),
+    pytest.param(["trainer.max_epochs=abc"], ["trainer.max_epochs=abc"], id="epochs-abc", marks=slow),
+    pytest.param(["trainer.max_epochs=0"], ["trainer.max_epochs=0", "at least 1"], id="epochs-0", marks=slow),
+    pytest.param(["seed=abc"], ["seed=abc", "whole number"], id="seed-abc", marks=slow),
+    pytest.param(["data.num_classes=0"], ["data.num_classes=0", "at least 2"], id="classes-0", marks=slow),
+    pytest.param(
+        ["ckpt_path=/nonexistent.ckpt"], ["ckpt_path=/nonexistent.ckpt", "no such"], id="ckpt", marks=slow
+    ),
+    pytest.param(["model.arch=resnet9000"], ["model.arch=resnet9000", "resnet50"], id="arch", marks=slow),
+    pytest.param(
+        ["model=resnet18", "model.weights=null"],
+        ["model.freeze=head", "model.weights=null", "model.freeze=all", "allow_random_frozen_backbone=true"],
+        id="frozen-random-backbone",
+    ),
+]
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300
+    )
+
+
+def _assert_one_error_line(result: subprocess.CompletedProcess, words: list[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", CASES)
+def test_train_py_user_error_is_one_line(tmp_path, args, words):
+    result = _run([sys.executable, str(ROOT / "train.py"), *args, "hydra.run.dir=run"], tmp_path)
+    _assert_one_error_line(result, words)
+
+
+@slow
+def test_malformed_data_folder_lists_every_problem_on_one_line(tmp_path):
+    (tmp_path / "images" / "train" / "beagle").mkdir(parents=True)
+    result = _run([sys.executable, str(ROOT / "train.py"), "data.root=images", "hydra.run.dir=run"], tmp_path)
+    line = _assert_one_error_line(result, ["images", "empty class folder", "missing split folder"])
+    assert "valid" in line and "test" in line
+
+
+@slow
+def test_weights_that_cannot_be_fetched_offline(tmp_path):
+    # A proxy on a closed loopback port: the download fails at once, as it does offline.
+    proxies = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
+    offline = {var: "http://127.0.0.1:9" for var in proxies}
+    offline |= {"no_proxy": "", "NO_PROXY": "", "TORCH_HOME": str(tmp_path / "torch")}
+    args = ["experiment=smoke", "model.weights=DEFAULT", "data.image_size=32", "hydra.run.dir=run"]
+    result = _run([sys.executable, str(ROOT / "train.py"), *args], tmp_path, offline)
+    _assert_one_error_line(result, ["resnet18", "model.weights=null", "resnet18-f37072fd.pth"])
+
+
+@slow
+def test_missing_optional_extra_names_the_pip_command(tmp_path):
+    # None in sys.modules is Python's own way to make an import fail as if the package were not installed.
+    code = (
+        "import runpy, sys; sys.modules['optuna'] = None; "
+        f"sys.argv = ['tune.py', 'experiment=smoke', 'hydra.run.dir={tmp_path / 'run'}']; "
+        f"runpy.run_path({str(ROOT / 'tune.py')!r}, run_name='__main__')"
+    )
+    result = _run([sys.executable, "-c", code], tmp_path)
+    _assert_one_error_line(result, ["optuna", "pip install -e '.[tune]'"])
+
+
+@slow
+def test_model_dir_that_is_not_one(tmp_path):
+    (tmp_path / "not-a-model").mkdir()
+    args = [sys.executable, str(ROOT / "serve" / "deploy.py"), "model_dir=not-a-model", "hydra.run.dir=run"]
+    _assert_one_error_line(_run(args, tmp_path), ["model_dir=not-a-model", "model.json"])
+
+
+@slow
+def test_full_traceback_on_request(tmp_path):
+    result = _run(
+        [sys.executable, str(ROOT / "train.py"), "model.lr=abc", "hydra.run.dir=run"],
+        tmp_path,
+        {"HYDRA_FULL_ERROR": "1"},
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigValueError" in result.stderr
+
+
+def test_a_program_fault_keeps_its_traceback():
+    @exit_on_user_error
+    def main() -> None:
+        raise KeyError("a bug, not a user's mistake")
+
+    with pytest.raises(KeyError):
+        main()
+
+
+def test_frozen_random_backbone_is_allowed_when_asked(tmp_path):
+    base = ["model=resnet18", "model.weights=null"]
+    with pytest.raises(ConfigValueError, match="model.freeze=layer4"):
+        check_train_config(compose_config(tmp_path, [*base, "model.freeze=layer4"]))
+    check_train_config(compose_config(tmp_path, [*base, "model.allow_random_frozen_backbone=true"]))
+    check_train_config(compose_config(tmp_path, [*base, "model.freeze=all"]))
+    check_train_config(compose_config(tmp_path, ["experiment=smoke"]))
+
+
+def test_multi_line_messages_become_one_line():
+    message = "folder d is not usable:\n  - missing split folder d/valid\n  - empty class folder d/train/a"
+    assert (
+        one_line(message)
+        == "folder d is not usable: missing split folder d/valid; empty class folder d/train/a"
+    )
