@@ -5,7 +5,7 @@ A resumed study (same study name and storage) finds its parent run again and add
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,12 +76,20 @@ def nest_trial(trial_cfg: DictConfig, parent_run_id: str, trial_number: int) -> 
     return trial_cfg
 
 
-def log_study_result(parent: Any, best: Mapping[str, Any] | None, finished: int) -> None:
-    """The best trial's value and parameters on the parent run (params are written once, so as tags)."""
+def log_study_result(parent: Any, study: Any) -> None:
+    """The study's outcome on its parent run: finished trials, the best value and the best trial's values
+    (as tags: a run's params are written once, and a resumed study may find a better trial)."""
+    from optuna.trial import TrialState
+
     client, run_id = parent.experiment, parent.run_id
-    client.log_metric(run_id, "finished_trials", float(finished))
-    if best:
-        client.log_metric(run_id, "best_value", float(best["value"]))
-        client.set_tag(run_id, "best_trial", str(best["number"]))
-        for key, value in best["params"].items():
+    trials = study.get_trials(deepcopy=False)
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        client.log_metric(
+            run_id, f"trials_{state.name.lower()}", float(sum(t.state == state for t in trials))
+        )
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        best = study.best_trial
+        client.log_metric(run_id, "best_value", float(best.value))
+        client.set_tag(run_id, "best_trial", str(best.number))
+        for key, value in best.params.items():
             client.set_tag(run_id, f"best.{key}", str(value))

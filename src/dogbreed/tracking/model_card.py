@@ -163,6 +163,7 @@ def _results(metrics: Mapping[str, Any], evaluation_dir: Path, has_image: bool) 
         ("mean class accuracy (test)", _percent(metrics.get("mean_class_accuracy"))),
         ("validation accuracy", _percent(metrics.get("val/acc"))),
     ]
+    rows = [row for row in rows if row[1] != "n/a"]  # top-5 exists only with more than five classes
     lines = ["## Results", "", *_table(("metric", "value"), rows)]
     weakest = weakest_classes(evaluation_dir)
     if weakest:
