@@ -51,9 +51,12 @@ def start_mlflow_runs(
     loggers: Iterable[Logger], config: Mapping[str, Any], manifest: Mapping[str, Any], run_dir: str | Path
 ) -> None:
     """Log the resolved config (flattened: model/lr, data/batch_size, ...) and provenance tags."""
+    loggers = mlflow_loggers(loggers)
+    if not loggers:
+        return  # nothing to do, and MLflow may not be installed
     from mlflow.entities import RunTag
 
-    for logger in mlflow_loggers(loggers):
+    for logger in loggers:
         logger.log_hyperparams(dict(config))
         tags = [RunTag(key, value) for key, value in run_tags(manifest, run_dir).items()]
         logger.experiment.log_batch(logger.run_id, tags=tags)
