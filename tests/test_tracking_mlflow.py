@@ -138,3 +138,29 @@ def test_without_mlflow_a_run_is_as_before_and_logger_mlflow_names_the_extra(sha
     errors = [line for line in with_mlflow.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "pip install -e '.[mlflow]'" in errors[0], with_mlflow.stderr[-2000:]
     assert "Traceback" not in with_mlflow.stderr
+
+
+def test_rule_reports_and_outputs_of_a_run_dir_become_artifacts(tmp_path):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from dogbreed.tracking.mlflow_run import finish_mlflow_runs
+
+    run_dir = tmp_path / "run"
+    files = ["manifest.json", "metrics.json", "rule_summary.json", "diagnostics_report.html"]
+    files += ["debug/rule_outcomes.json", "profile/summary.json", "evaluation/per_class_accuracy.csv"]
+    for name in files:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}")
+    uri = store(tmp_path)
+    logger = MLFlowLogger(
+        tracking_uri=uri, experiment_name="dogbreed", artifact_location=str(tmp_path / "art")
+    )
+    finish_mlflow_runs([logger], run_dir, model_dir=None, summary={"mean_class_accuracy": 0.5})
+
+    client = MlflowClient(uri)
+    listed = {a.path for a in client.list_artifacts(logger.run_id)}
+    assert {"manifest.json", "metrics.json", "evaluation", "diagnostics"} <= listed and "model" not in listed
+    diagnostics = {a.path for a in client.list_artifacts(logger.run_id, "diagnostics")}
+    assert {"diagnostics/diagnostics_report.html", "diagnostics/rule_summary.json"} <= diagnostics
+    assert {"diagnostics/debug", "diagnostics/profile"} <= diagnostics
+    assert client.get_run(logger.run_id).data.metrics["test/mean_class_accuracy"] == 0.5

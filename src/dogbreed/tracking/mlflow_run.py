@@ -14,6 +14,14 @@ from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflo
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
 
+DIAGNOSTICS_FILES = (
+    "diagnostics_report.html",
+    "rule_summary.json",
+    "debug/rule_outcomes.json",
+    "profile/rule_outcomes.json",
+    "profile/summary.json",
+)
+
 
 class MissingExtraError(RuntimeError):
     """A configured logger needs an optional package that is not installed; the message says which extra."""
@@ -79,6 +87,10 @@ def finish_mlflow_runs(
                 client.log_artifact(run_id, str(run_dir / name))
         if (run_dir / "evaluation").is_dir():
             client.log_artifacts(run_id, str(run_dir / "evaluation"), "evaluation")
+        # The rule reports of debugger=on / profiler=on (the HTML report embeds their plots).
+        for name in DIAGNOSTICS_FILES:
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name), str(Path("diagnostics", name).parent))
         if model_dir and Path(model_dir).is_dir():
             # The SageMaker model.tar.gz layout as it is: weights, model.json, the card and code/.
             client.log_artifacts(run_id, str(model_dir), "model")
