@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 from PIL import Image
 
 from dogbreed.backends.source_bundle import stage_source
@@ -25,6 +24,7 @@ from dogbreed.tracking.sagemaker_job import (
     job_environment,
     job_requirements,
     job_tags,
+    job_tracking,
     mlflow_job_tags,
     running_job,
     tensorboard_output,
@@ -169,7 +169,24 @@ def test_sagemaker_job_tags_environment_and_tensorboard_output():
     assert set(MLFLOW_REQUIREMENTS) <= set(job_requirements(loggers)) and job_requirements(csv_only) == []
 
 
+def test_job_tracking_reads_the_launchers_checkout(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    (repo / "train.py").write_text("")
+    head = commit_all(repo)
+    loggers = compose_config(tmp_path, ["logger=[csv,tensorboard,mlflow]"]).logger
+    tracking = job_tracking(loggers, "s3://bucket/dogbreed/tensorboard/dogbreed-train", repo)
+    assert tracking.tags["dogbreed:git-commit"] == head and tracking.tags["dogbreed:git-dirty"] == "false"
+    assert tracking.environment["DOGBREED_GIT_COMMIT"] == head
+    assert tracking.tensorboard_output["s3_output_path"] == "s3://bucket/dogbreed/tensorboard/dogbreed-train"
+    assert "sagemaker-mlflow>=0.1" in tracking.requirements
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = job_tracking(compose_config(tmp_path, []).logger, "s3://b/t", elsewhere)
+    assert outside.tags == {} and outside.environment == {} and outside.tensorboard_output is None
+
+
 def test_mlflow_requirements_of_a_job_are_the_mlflow_extra():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert list(MLFLOW_REQUIREMENTS) == extras["mlflow"]
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from dogbreed.tracking.git_state import launcher_environment
+from dogbreed.tracking.git_state import git_state, launcher_environment
 
 # Where SageMaker uploads TensorBoard files from (TensorBoardOutputConfig's default local path).
 TENSORBOARD_CONTAINER_DIR = "/opt/ml/output/tensorboard"
@@ -66,6 +68,29 @@ def job_requirements(logger_cfg: Mapping[str, Any] | None) -> list[str]:
     if TENSORBOARD_LOGGER in targets:
         extra.append("tensorboard>=2.14")
     return extra
+
+
+@dataclass(frozen=True)
+class JobTracking:
+    """Everything a launched training job needs for tracking, in the shapes the SDK's estimator takes."""
+
+    tags: dict[str, str]  # merge into the job's tags
+    environment: dict[str, str]  # merge into the estimator's environment
+    tensorboard_output: dict[str, str] | None  # TensorBoardOutputConfig(**this), or no TensorBoard output
+    requirements: list[str]  # append to the staged requirements.txt
+
+
+def job_tracking(
+    logger_cfg: Mapping[str, Any] | None, tensorboard_s3_uri: str, code_dir: str | Path
+) -> JobTracking:
+    """What the launcher adds to a job running the code of `code_dir` (a git checkout) with these loggers."""
+    git = git_state(code_dir, environ={})  # the launcher's own checkout, never an inherited variable
+    return JobTracking(
+        tags=job_tags(git),
+        environment=job_environment(git, logger_cfg),
+        tensorboard_output=tensorboard_output(logger_cfg, tensorboard_s3_uri),
+        requirements=job_requirements(logger_cfg),
+    )
 
 
 def running_job(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
