@@ -153,19 +153,20 @@ def test_sagemaker_job_tags_environment_and_tensorboard_output():
     }
     assert job_tags({"git": False}) == {}
     loggers = compose_config("/tmp/unused", ["logger=[csv,mlflow,tensorboard]"]).logger
-    env = job_environment(git_info, loggers)
-    assert (
-        env["DOGBREED_GIT_COMMIT"] == "c" * 40
-        and env["DOGBREED_TENSORBOARD_DIR"] == TENSORBOARD_CONTAINER_DIR
-    )
+    env = job_environment(git_info, loggers, environ={})
+    assert env["DOGBREED_GIT_COMMIT"] == "c" * 40
+    assert env["DOGBREED_TENSORBOARD_DIR"] == TENSORBOARD_CONTAINER_DIR
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:mlflow-tracking-server/x"
+    assert job_environment(git_info, loggers, {"MLFLOW_TRACKING_URI": arn})["MLFLOW_TRACKING_URI"] == arn
+    local = job_environment(git_info, loggers, {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"})
+    assert "MLFLOW_TRACKING_URI" not in local  # a file on this machine means nothing in the container
     assert tensorboard_output(loggers, "s3://b/p/tensorboard") == {
         "s3_output_path": "s3://b/p/tensorboard",
         "container_local_output_path": TENSORBOARD_CONTAINER_DIR,
     }
     csv_only = compose_config("/tmp/unused", []).logger
-    assert tensorboard_output(
-        csv_only, "s3://b/p/tb"
-    ) is None and "DOGBREED_TENSORBOARD_DIR" not in job_environment(git_info, csv_only)
+    assert tensorboard_output(csv_only, "s3://b/p/tb") is None
+    assert "DOGBREED_TENSORBOARD_DIR" not in job_environment(git_info, csv_only, environ={})
     assert set(MLFLOW_REQUIREMENTS) <= set(job_requirements(loggers)) and job_requirements(csv_only) == []
 
 
@@ -174,14 +175,14 @@ def test_job_tracking_reads_the_launchers_checkout(tmp_path):
     (repo / "train.py").write_text("")
     head = commit_all(repo)
     loggers = compose_config(tmp_path, ["logger=[csv,tensorboard,mlflow]"]).logger
-    tracking = job_tracking(loggers, "s3://bucket/dogbreed/tensorboard/dogbreed-train", repo)
+    tracking = job_tracking(loggers, "s3://bucket/dogbreed/tensorboard/dogbreed-train", repo, environ={})
     assert tracking.tags["dogbreed:git-commit"] == head and tracking.tags["dogbreed:git-dirty"] == "false"
     assert tracking.environment["DOGBREED_GIT_COMMIT"] == head
     assert tracking.tensorboard_output["s3_output_path"] == "s3://bucket/dogbreed/tensorboard/dogbreed-train"
     assert "sagemaker-mlflow>=0.1" in tracking.requirements
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    outside = job_tracking(compose_config(tmp_path, []).logger, "s3://b/t", elsewhere)
+    outside = job_tracking(compose_config(tmp_path, []).logger, "s3://b/t", elsewhere, environ={})
     assert outside.tags == {} and outside.environment == {} and outside.tensorboard_output is None
 
 

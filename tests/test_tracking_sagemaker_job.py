@@ -40,7 +40,7 @@ def test_a_job_logs_to_mlflow_with_its_name_and_the_launchers_commit(shapes3, tm
     # What the launcher adds (job_environment) and what SageMaker sets in every training container.
     launcher_commit = {"commit": "f" * 40, "dirty": False}
     logger_cfg = compose_config(tmp_path, ["logger=[csv,mlflow,tensorboard]"]).logger
-    added = job_environment(launcher_commit, logger_cfg)
+    added = job_environment(launcher_commit, logger_cfg, environ={})
     added[TENSORBOARD_DIR_VAR] = str(base / "output" / "tensorboard")  # /opt/ml/... lives under the fake base
     env.update(added, TRAINING_JOB_NAME=JOB_NAME, TRAINING_JOB_ARN=JOB_ARN)
 

@@ -21,6 +21,7 @@ MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 # The mlflow extra of pyproject.toml (a test keeps them equal): a job that logs to MLflow installs it.
 MLFLOW_REQUIREMENTS = ("mlflow-skinny>=3.1,<4", "sqlalchemy>=2", "alembic>=1.13", "sagemaker-mlflow>=0.1")
 TAG_PREFIX = "dogbreed:"
+REMOTE_TRACKING_SCHEMES = ("arn", "http", "https", "databricks")
 
 
 def logger_targets(logger_cfg: Mapping[str, Any] | None) -> set[str]:
@@ -40,11 +41,19 @@ def job_tags(git: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def job_environment(git: Mapping[str, Any], logger_cfg: Mapping[str, Any] | None) -> dict[str, str]:
-    """Environment for the job: the git state (its code copy has no .git) and the TensorBoard folder."""
+def job_environment(
+    git: Mapping[str, Any], logger_cfg: Mapping[str, Any] | None, environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """Environment for the job: the git state (its code copy has no .git), the TensorBoard folder, and the
+    launcher's MLFLOW_TRACKING_URI when it names a server the job can reach too."""
     env = launcher_environment(git)
-    if TENSORBOARD_LOGGER in logger_targets(logger_cfg):
+    targets = logger_targets(logger_cfg)
+    if TENSORBOARD_LOGGER in targets:
         env[TENSORBOARD_DIR_VAR] = TENSORBOARD_CONTAINER_DIR
+    uri = environ.get("MLFLOW_TRACKING_URI", "")
+    # A local store (a path, a SQLite file) means nothing inside the container: only servers are passed on.
+    if MLFLOW_LOGGER in targets and uri.split(":", 1)[0] in REMOTE_TRACKING_SCHEMES:
+        env["MLFLOW_TRACKING_URI"] = uri
     return env
 
 
@@ -81,13 +90,16 @@ class JobTracking:
 
 
 def job_tracking(
-    logger_cfg: Mapping[str, Any] | None, tensorboard_s3_uri: str, code_dir: str | Path
+    logger_cfg: Mapping[str, Any] | None,
+    tensorboard_s3_uri: str,
+    code_dir: str | Path,
+    environ: Mapping[str, str] = os.environ,
 ) -> JobTracking:
     """What the launcher adds to a job running the code of `code_dir` (a git checkout) with these loggers."""
     git = git_state(code_dir, environ={})  # the launcher's own checkout, never an inherited variable
     return JobTracking(
         tags=job_tags(git),
-        environment=job_environment(git, logger_cfg),
+        environment=job_environment(git, logger_cfg, environ),
         tensorboard_output=tensorboard_output(logger_cfg, tensorboard_s3_uri),
         requirements=job_requirements(logger_cfg),
     )
