@@ -24,9 +24,13 @@ def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     if cfg.backend.name == "local":
         from dogbreed.backends.container import container_callbacks
+        from dogbreed.tracking.mlflow_run import MissingExtraError
         from dogbreed.training import fit
 
-        metrics = fit(cfg, extra_callbacks=container_callbacks())
+        try:
+            metrics = fit(cfg, extra_callbacks=container_callbacks())
+        except MissingExtraError as e:
+            raise SystemExit(f"error: {e}") from None
         return metrics.get("val/loss")
     if cfg.backend.name == "sagemaker":
         from hydra.core.hydra_config import HydraConfig

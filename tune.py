@@ -37,11 +37,15 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if cfg.backend.name != "local":
         raise ValueError(f"backend={cfg.backend.name} is not supported")
+    from dogbreed.tracking.mlflow_run import MissingExtraError
     from dogbreed.tuning import run_study
     from dogbreed.tuning_report import describe_best, write_best, write_plots, write_trials_csv
 
     run_dir = Path(cfg.run_dir)
-    study = run_study(cfg)
+    try:
+        study = run_study(cfg)
+    except MissingExtraError as e:
+        raise SystemExit(f"error: {e}") from None
     summary = describe_best(study)
     print(summary, flush=True)
     best_file = write_best(study, run_dir, HydraConfig.get().overrides.task)

@@ -20,6 +20,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("DOGBREED_CACHE", str(cache))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+    # logger=mlflow's store (conf/logger/mlflow.yaml reads it) goes there too, never to the checkout.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'mlflow.db'}")
 
 
 def compose_config(run_dir: Path | str, overrides: list[str] = (), config_name: str = "train") -> DictConfig:

@@ -2,7 +2,8 @@
 
 model/
   weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
-  model.json        architecture, head, class names and preprocessing settings
+  model.json        architecture, head, class names and preprocessing settings (and the run's manifest)
+  README.md         the model card (dogbreed.tracking.model_card), written after evaluation
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,12 @@ def export_model(
     preprocessing: Preprocessing,
     head_hidden: int | None = None,
     dropout: float = 0.0,
+    manifest: Mapping | None = None,
 ) -> Path:
-    """Write the model directory atomically: a killed export never leaves a half-written model/."""
+    """Write the model directory atomically: a killed export never leaves a half-written model/.
+
+    `manifest` (the run's provenance, dogbreed.tracking.manifest) is embedded in model.json as it is.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -66,7 +71,9 @@ def export_model(
             "class_names": list(class_names),
             "preprocessing": preprocessing.to_dict(),
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        if manifest is not None:
+            config["manifest"] = dict(manifest)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         if out_dir.exists():
             # Keep any extra files (e.g. code/) a later step added, replace only ours.
             for name in (WEIGHTS_FILE, CONFIG_FILE):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -20,6 +21,9 @@ from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
 from dogbreed.serving.packaging import add_inference_code
+from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides
+from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
+from dogbreed.tracking.model_card import write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +32,18 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
-def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict:
-    """Train, test, export and evaluate as `cfg` says; return the final metrics (also in metrics.json)."""
+def fit(
+    cfg: DictConfig,
+    extra_callbacks: list[pl.Callback] | None = None,
+    overrides: Sequence[str] | None = None,
+) -> dict:
+    """Train, test, export and evaluate as `cfg` says; return the final metrics (also in metrics.json).
+
+    `overrides`: the settings that made `cfg` differ from the defaults, for the manifest and the model card
+    (default: the command line's Hydra overrides).
+    """
     check_train_config(cfg)  # a bad value stops here, before data or model is built
+    check_logger_extras(cfg.get("logger"))  # a missing optional package fails before any work
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
@@ -47,6 +60,13 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         datamodule.num_classes,
         ", ".join(f"{split} {len(ds)}" for split, ds in datamodule.datasets.items()),
     )
+    manifest = build_manifest(
+        splits=datamodule.datasets,
+        class_names=datamodule.class_names,
+        overrides=hydra_overrides() if overrides is None else overrides,
+    )
+    if rank_zero_only.rank == 0:
+        write_json_atomic(run_dir / MANIFEST_FILE, manifest)
 
     # Seeded after the data checks (which draw on their own seeded generators), before any weight is drawn.
     if cfg.get("seed") is not None:
@@ -70,6 +90,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
     )
     maybe_compile(model.net, cfg.get("compile"))
+    if rank_zero_only.rank == 0:
+        start_mlflow_runs(loggers, OmegaConf.to_container(cfg, resolve=True), manifest, run_dir)
 
     log.info(
         "training for up to %s epochs on %s, precision %s",
@@ -105,6 +127,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
 
     if not trainer.is_global_zero:
         return metrics  # one process writes the model and the reports
+    model_dir = None
     if cfg.get("export", True):
         model_dir = export_model(
             model.net,
@@ -114,6 +137,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
             preprocessing=datamodule.preprocessing,
             head_hidden=cfg.model.get("head_hidden"),
             dropout=cfg.model.get("dropout", 0.0),
+            manifest=manifest,
         )
         # code/ (inference.py, requirements.txt, the package) makes the folder SageMaker's model.tar.gz as is.
         add_inference_code(model_dir)
@@ -143,6 +167,15 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
         "mean_class_accuracy": evaluation["mean_class_accuracy"],
     }
     write_json_atomic(run_dir / "metrics.json", summary)
+    if model_dir is not None:
+        write_model_card(
+            model_dir,
+            model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
+            metrics=summary,
+            manifest=manifest,
+            evaluation_dir=run_dir / "evaluation",
+        )
+    finish_mlflow_runs(loggers, run_dir, model_dir, summary)
     # Last lines of the job's log: the exported weights' val/* and test/* (a tuning objective reads these).
     print(format_metric_lines({k: v for k, v in metrics.items() if not k.startswith("train/")}), flush=True)
     return summary

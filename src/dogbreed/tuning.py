@@ -23,6 +23,8 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
+from dogbreed.tracking.manifest import hydra_overrides
+from dogbreed.tracking.mlflow_study import log_study_result, nest_trial, study_parent_run
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,9 @@ class TrialRunner:
         check_keys_exist(self.space, self.base, "search")
         self.distributions = search_space_to_optuna(self.space)
         self.trials_dir = Path(cfg.run_dir) / "trials"
+        # The train settings the study was started with; each trial adds its sampled values.
+        self.overrides = [o for o in hydra_overrides() if not o.lstrip("+~").startswith(TUNE_ONLY_KEYS)]
+        self.parent_run_id: str | None = None  # the study's MLflow run, when a logger is MLflow
 
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
@@ -182,7 +187,11 @@ class TrialRunner:
         trial.set_user_attr("run_dir", str(run_dir))
         log.info("trial %d: %s -> %s", trial.number, params, run_dir)
         pruning = PyTorchLightningPruningCallback(trial, monitor=self.objective.metric)
-        metrics = fit(trial_config(self.base, params, run_dir), extra_callbacks=[pruning])
+        cfg = trial_config(self.base, params, run_dir)
+        if self.parent_run_id:
+            cfg = nest_trial(cfg, self.parent_run_id, trial.number)
+        overrides = [*self.overrides, *(f"{key}={value}" for key, value in params.items())]
+        metrics = fit(cfg, extra_callbacks=[pruning], overrides=overrides)
         if not metrics:
             raise RuntimeError(f"trial {trial.number} was interrupted before training ended ({run_dir})")
         if self.objective.metric not in metrics:
@@ -263,16 +272,20 @@ def run_study(cfg: DictConfig) -> optuna.Study:
     done = count_finished(study)
     if done:
         log.info("study %s resumed with %d finished trials", study.study_name, done)
-    if done < n_trials:
-        study.optimize(
-            runner,
-            n_trials=n_trials - done,
-            timeout=tune_cfg.get("timeout"),
-            n_jobs=n_jobs,
-            # Several processes or machines on one study stop together once it holds n_trials.
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), keep_models],
-            gc_after_trial=True,
-        )
+    with study_parent_run(cfg, study.study_name, storage_for_messages(str(tune_cfg.storage))) as parent:
+        runner.parent_run_id = parent.run_id if parent else None
+        if done < n_trials:
+            study.optimize(
+                runner,
+                n_trials=n_trials - done,
+                timeout=tune_cfg.get("timeout"),
+                n_jobs=n_jobs,
+                # Several processes or machines on one study stop together once it holds n_trials.
+                callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), keep_models],
+                gc_after_trial=True,
+            )
+        if parent:
+            log_study_result(parent, study)
     return study
 
 

@@ -1,0 +1,98 @@
+"""manifest.json: what a run was made of (code version, command, libraries, machine, data), written to the
+run directory and embedded in the exported model's model.json."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import dogbreed
+from dogbreed.tracking.data_manifest import data_manifest
+from dogbreed.tracking.git_state import git_state
+from dogbreed.tracking.sagemaker_job import running_job
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+PACKAGES = ("dogbreed", "torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "numpy", "pillow")
+OPTIONAL_PACKAGES = ("mlflow-skinny", "mlflow", "optuna", "sagemaker-training")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES + OPTIONAL_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name in PACKAGES:
+                versions[name] = None  # a required one missing is worth seeing; optional ones are left out
+    import torch
+
+    versions["cuda"] = torch.version.cuda
+    versions["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    return versions
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "os": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+    }
+
+
+def hydra_overrides() -> list[str]:
+    """The command line's Hydra overrides when running under @hydra.main, else []."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def source_dir() -> Path:
+    """The folder of the dogbreed package that runs (in an editable install: inside the checkout)."""
+    return Path(dogbreed.__file__).resolve().parent
+
+
+def build_manifest(
+    *,
+    splits: Mapping[str, Any],
+    class_names: Sequence[str],
+    overrides: Sequence[str] = (),
+    argv: Sequence[str] | None = None,
+    code_dir: str | Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, Any]:
+    """Where a run came from; `splits` are the datasets it trains, validates and tests on."""
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_state(code_dir or source_dir(), environ),
+        "command_line": list(sys.argv if argv is None else argv),
+        "overrides": list(overrides),
+        "versions": package_versions(),
+        "machine": machine(),
+        "data": data_manifest(splits, class_names),
+    }
+    job = running_job(environ)
+    if job:
+        manifest["sagemaker_job"] = job
+    return manifest

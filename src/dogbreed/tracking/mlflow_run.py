@@ -1,0 +1,96 @@
+"""What a training run records in MLflow beyond Lightning's MLFlowLogger (which logs the metrics): the
+resolved config as flattened params, provenance tags, and at the end the evaluation files, the manifest and
+the exported model as artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+
+from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflow_job_tags
+
+EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
+
+DIAGNOSTICS_FILES = (
+    "diagnostics_report.html",
+    "rule_summary.json",
+    "debug/rule_outcomes.json",
+    "profile/rule_outcomes.json",
+    "profile/summary.json",
+)
+
+
+class MissingExtraError(RuntimeError):
+    """A configured logger needs an optional package that is not installed; the message says which extra."""
+
+
+def check_logger_extras(logger_cfg: Mapping[str, Any] | None) -> None:
+    """Fail before training when logger=mlflow is asked for and MLflow is missing."""
+    if MLFLOW_LOGGER not in logger_targets(logger_cfg):
+        return
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(f"logger=mlflow needs MLflow: {EXTRA_HINT}") from None
+
+
+def mlflow_loggers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
+    return [lg for lg in loggers if isinstance(lg, MLFlowLogger)]
+
+
+def run_tags(manifest: Mapping[str, Any], run_dir: str | Path) -> dict[str, str]:
+    git = manifest.get("git") or {}
+    tags = {
+        "dogbreed.run_dir": str(Path(run_dir).resolve()),
+        "dogbreed.data_sha256": str((manifest.get("data") or {}).get("sha256")),
+        # MLflow's own tag for the code version: its UI shows it in the run's source column.
+        "mlflow.source.git.commit": str(git.get("commit") or "none: not a git checkout"),
+        "dogbreed.git_dirty": str(bool(git.get("dirty"))).lower(),
+    }
+    if git.get("diff_sha256"):
+        tags["dogbreed.git_diff_sha256"] = str(git["diff_sha256"])
+    return {**tags, **mlflow_job_tags()}
+
+
+def start_mlflow_runs(
+    loggers: Iterable[Logger], config: Mapping[str, Any], manifest: Mapping[str, Any], run_dir: str | Path
+) -> None:
+    """Log the resolved config (flattened: model/lr, data/batch_size, ...) and provenance tags."""
+    loggers = mlflow_loggers(loggers)
+    if not loggers:
+        return  # nothing to do, and MLflow may not be installed
+    from mlflow.entities import RunTag
+
+    for logger in loggers:
+        logger.log_hyperparams(dict(config))
+        tags = [RunTag(key, value) for key, value in run_tags(manifest, run_dir).items()]
+        logger.experiment.log_batch(logger.run_id, tags=tags)
+
+
+def finish_mlflow_runs(
+    loggers: Iterable[Logger],
+    run_dir: str | Path,
+    model_dir: str | Path | None,
+    summary: Mapping[str, Any],
+) -> None:
+    """Log the run's outputs as artifacts and the summary figures that are not already metrics."""
+    run_dir = Path(run_dir)
+    for logger in mlflow_loggers(loggers):
+        client, run_id = logger.experiment, logger.run_id
+        if "mean_class_accuracy" in summary:
+            client.log_metric(run_id, "test/mean_class_accuracy", float(summary["mean_class_accuracy"]))
+        for name in ("manifest.json", "config.yaml", "metrics.json", "skipped_images.txt"):
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name))
+        if (run_dir / "evaluation").is_dir():
+            client.log_artifacts(run_id, str(run_dir / "evaluation"), "evaluation")
+        # The rule reports of debugger=on / profiler=on (the HTML report embeds their plots).
+        for name in DIAGNOSTICS_FILES:
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name), str(Path("diagnostics", name).parent))
+        if model_dir and Path(model_dir).is_dir():
+            # The SageMaker model.tar.gz layout as it is: weights, model.json, the card and code/.
+            client.log_artifacts(run_id, str(model_dir), "model")

@@ -1,0 +1,95 @@
+"""A tuning study as one MLflow parent run, its trials as nested runs (MLflow's mlflow.parentRunId tag).
+
+A resumed study (same study name and storage) finds its parent run again and adds the new trials to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dogbreed.tracking.mlflow_run import check_logger_extras
+from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER
+
+PARENT_TAG = "mlflow.parentRunId"  # what mlflow.start_run(nested=True) sets; the UI nests runs by it
+STUDY_TAG = "dogbreed.study"
+
+
+def mlflow_logger_keys(cfg: DictConfig) -> list[str]:
+    return [
+        key
+        for key, node in (cfg.get("logger") or {}).items()
+        if node and node.get("_target_") == MLFLOW_LOGGER
+    ]
+
+
+def study_key(study_name: str, storage: str) -> str:
+    return f"{study_name} @ {storage}"
+
+
+@contextmanager
+def study_parent_run(cfg: DictConfig, study_name: str, storage: str) -> Iterator[Any]:
+    """The study's parent run (an MLFlowLogger) while the study runs, or None when no logger is MLflow."""
+    keys = mlflow_logger_keys(cfg)
+    if not keys:
+        yield None
+        return
+    check_logger_extras(cfg.logger)
+    from mlflow.tracking import MlflowClient
+
+    node = cfg.logger[keys[0]]
+    # The store MLFlowLogger itself would use (its fallback when no tracking URI is given).
+    client = MlflowClient(node.get("tracking_uri") or f"file:{node.get('save_dir') or './mlruns'}")
+    experiment = client.get_experiment_by_name(str(node.experiment_name))
+    key = study_key(study_name, storage)
+    existing = (
+        client.search_runs([experiment.experiment_id], f"tags.`{STUDY_TAG}` = '{key}'", max_results=1)
+        if experiment
+        else []
+    )
+    if existing:  # a resumed study: its new trials join the same parent run
+        parent = instantiate(node, run_id=existing[0].info.run_id)
+    else:
+        parent = instantiate(node, run_name=f"study {study_name}", tags={STUDY_TAG: key})
+        settings = {"tune": OmegaConf.to_container(cfg.tune, resolve=True)}
+        settings["search"] = OmegaConf.to_container(cfg.search, resolve=True)
+        parent.log_hyperparams(settings)
+    status = "failed"
+    try:
+        yield parent
+        status = "success"
+    finally:
+        parent.finalize(status)
+
+
+def nest_trial(trial_cfg: DictConfig, parent_run_id: str, trial_number: int) -> DictConfig:
+    """The trial's config with its MLflow run(s) named after the trial and nested under the study's run."""
+    for key in mlflow_logger_keys(trial_cfg):
+        node = trial_cfg.logger[key]
+        tags = OmegaConf.to_container(node.tags, resolve=True) if node.get("tags") else {}
+        node.tags = {**tags, PARENT_TAG: parent_run_id, "optuna.trial": str(trial_number)}
+        node.run_name = f"trial {trial_number}"
+    return trial_cfg
+
+
+def log_study_result(parent: Any, study: Any) -> None:
+    """The study's outcome on its parent run: finished trials, the best value and the best trial's values
+    (as tags: a run's params are written once, and a resumed study may find a better trial)."""
+    from optuna.trial import TrialState
+
+    client, run_id = parent.experiment, parent.run_id
+    trials = study.get_trials(deepcopy=False)
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        client.log_metric(
+            run_id, f"trials_{state.name.lower()}", float(sum(t.state == state for t in trials))
+        )
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        best = study.best_trial
+        client.log_metric(run_id, "best_value", float(best.value))
+        client.set_tag(run_id, "best_trial", str(best.number))
+        for key, value in best.params.items():
+            client.set_tag(run_id, f"best.{key}", str(value))
