@@ -202,7 +202,8 @@ def container_overrides(user_overrides: Sequence[str], environ: Mapping[str, str
     # Every host of a job finds the same synced files, so all ranks make the same choice; only the first
     # process of the first host records the owner.
     others = sorted(
-        d.name for d in (checkpoint_root(environ).iterdir() if checkpoint_root(environ).is_dir() else ())
+        d.name
+        for d in (checkpoint_root(environ).iterdir() if checkpoint_root(environ).is_dir() else ())
         if d.is_dir() and d != checkpoints and (d / "last.ckpt").is_file()
     )
     if others and first_process:

@@ -26,7 +26,14 @@ log = logging.getLogger(__name__)
 
 # Overrides that describe the launching machine, not the training: the container sets its own.
 LAUNCHER_ONLY_KEYS = (
-    "backend", "hydra", "run_dir", "model_dir", "ckpt_path", "data.root", "task_name", "attach",
+    "backend",
+    "hydra",
+    "run_dir",
+    "model_dir",
+    "ckpt_path",
+    "data.root",
+    "task_name",
+    "attach",
 )  # fmt: skip  (one tuple, read as a list)
 
 RULE_DEFAULTS = {"debugger": DEBUGGER_RULE_DEFAULTS, "profiler": PROFILER_RULE_DEFAULTS}

@@ -39,9 +39,16 @@ log = logging.getLogger(__name__)
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 # Error codes that mean the credentials themselves are bad, not the request.
 CREDENTIAL_ERRORS = {
-    "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
-    "InvalidSignatureException", "SignatureDoesNotMatch", "InvalidAccessKeyId", "RequestExpired",
-    "AuthFailure", "IncompleteSignature",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "RequestExpired",
+    "AuthFailure",
+    "IncompleteSignature",
 }  # fmt: skip  (one set, read as a list)
 
 
@@ -159,8 +166,9 @@ def check_job_overrides(overrides: Sequence[str], what: str = "the training job"
             compose("train", overrides=job_overrides)
     except HydraException as e:
         first = str(e).splitlines()[0]
-        raise SageMakerSetupError(f"{what} would refuse its hyperparameters {job_overrides}: {first}") \
-            from None
+        raise SageMakerSetupError(
+            f"{what} would refuse its hyperparameters {job_overrides}: {first}"
+        ) from None
     finally:
         GlobalHydra.instance().clear()
         if saved is not None:

@@ -70,7 +70,7 @@ def nest_trial(trial_cfg: DictConfig, parent_run_id: str, trial_number: int) -> 
     """The trial's config with its MLflow run(s) named after the trial and nested under the study's run."""
     for key in mlflow_logger_keys(trial_cfg):
         node = trial_cfg.logger[key]
-        tags = OmegaConf.to_container(node.tags, resolve=True) if node.get("tags") else {}
+        tags = dict(OmegaConf.to_container(node.tags, resolve=True)) if node.get("tags") else {}  # type: ignore[arg-type]
         node.tags = {**tags, PARENT_TAG: parent_run_id, "optuna.trial": str(trial_number)}
         node.run_name = f"trial {trial_number}"
     return trial_cfg
