@@ -181,3 +181,26 @@ def test_source_bundle_holds_the_entry_point_config_and_library(tmp_path):
     assert (staged / "src" / "dogbreed" / "training.py").is_file()
     assert not list(Path(staged).rglob("__pycache__"))
     assert "lightning" in (staged / "requirements.txt").read_text()
+
+
+def test_a_job_carries_the_launchers_commit_and_tensorboard_output(no_aws, tmp_path):
+    import subprocess
+
+    overrides = ["backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "logger=[csv,tensorboard]"]
+    request = launch_training(compose_config(tmp_path, overrides), overrides)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["dogbreed:git-commit"] == commit and tags["project"] == "dogbreed"
+    assert request["Environment"]["DOGBREED_GIT_COMMIT"] == commit
+    tensorboard = request["TensorBoardOutputConfig"]
+    assert tensorboard["S3OutputPath"] == "s3://set-backend-bucket/dogbreed/tensorboard/dogbreed-smoke"
+    assert tensorboard["LocalPath"] == "/opt/ml/output/tensorboard"
+
+
+def test_the_source_bundle_installs_a_loggers_package_in_the_job(tmp_path):
+    staged = stage_source(tmp_path / "source", ["mlflow-skinny>=3.1,<4"])
+    requirements = (staged / "requirements.txt").read_text().split()
+    assert "mlflow-skinny>=3.1,<4" in requirements
+    assert not [r for r in requirements if re.match(r"torch(vision)?\b(?!metrics)", r)]

@@ -29,7 +29,7 @@ from dogbreed.backends.job_spec import (
     overrides_from_hyperparameters,
     profiler_report_parameters,
 )
-from dogbreed.backends.source_bundle import PROJECT_ROOT, stage_source
+from dogbreed.backends.source_bundle import PROJECT_ROOT, project_root, stage_source
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.diagnostics.outcomes import RuleSpec, sagemaker_rule_parameters
 
@@ -404,6 +404,14 @@ def build_estimator(
         checkpoint_s3_uri = f"s3://{bucket}/{backend.prefix}/checkpoints/{name}"
     max_wait = (backend.get("max_wait_s") or 2 * backend.max_run_s) if backend.spot else None
     image = backend.get("image_uri")
+    tracking = job_tracking(cfg, bucket)
+    tags = {**tracking.tags, **(backend.get("tags") or {})}
+    environment = {**tracking.environment, **(backend.get("environment") or {})}
+    extra: dict[str, Any] = {}
+    if tracking.tensorboard_output:  # logger=tensorboard: where Studio's TensorBoard finds the job's logs
+        from sagemaker.debugger import TensorBoardOutputConfig
+
+        extra["tensorboard_output_config"] = TensorBoardOutputConfig(**tracking.tensorboard_output)
     return PyTorch(
         entry_point="train.py",
         source_dir=str(source_dir),
@@ -423,18 +431,33 @@ def build_estimator(
         max_run=backend.max_run_s,
         max_wait=max_wait,
         checkpoint_s3_uri=checkpoint_s3_uri,
-        tags=[{"Key": str(k), "Value": str(v)} for k, v in (backend.get("tags") or {}).items()],
-        environment={str(k): str(v) for k, v in (backend.get("environment") or {}).items()},
+        tags=[{"Key": str(k), "Value": str(v)} for k, v in tags.items()],
+        environment={str(k): str(v) for k, v in environment.items()},
         sagemaker_session=session,
         **security_settings(backend),
         **debugger_settings(cfg),
+        **extra,
     )
 
 
+def job_tracking(cfg: DictConfig, bucket: str) -> Any:
+    """Tags (the launcher's git commit), environment, TensorBoard output and requirements for tracking."""
+    from dogbreed.tracking.sagemaker_job import job_tracking as tracking_of
+
+    tensorboard = f"s3://{bucket}/{cfg.backend.prefix}/tensorboard/{cfg.backend.base_job_name}"
+    return tracking_of(cfg.get("logger"), tensorboard, PROJECT_ROOT)
+
+
 @contextmanager
-def _staged_source() -> Iterator[Path]:
+def _staged_source(cfg: DictConfig) -> Iterator[Path]:
+    from dogbreed.tracking.sagemaker_job import job_requirements
+
+    try:
+        project_root()
+    except FileNotFoundError as e:  # not a checkout: nothing to ship
+        raise SageMakerSetupError(str(e)) from None
     with tempfile.TemporaryDirectory(prefix="dogbreed-source-") as tmp:
-        yield stage_source(Path(tmp) / "source")
+        yield stage_source(Path(tmp) / "source", job_requirements(cfg.get("logger")))
 
 
 def _prepare_job(cfg: DictConfig) -> tuple[DryRun | None, Any, str, Any]:
@@ -455,7 +478,7 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         dry_run, session, role, inputs = _prepare_job(cfg)
         check_job_overrides(overrides)
         name = job_name_for(backend.base_job_name)
-        with _staged_source() as source_dir:
+        with _staged_source(cfg) as source_dir:
             estimator = build_estimator(cfg, overrides, session, role, source_dir, checkpoint_name=name)
             estimator.fit(inputs, wait=False, job_name=name)
         if dry_run is not None:
@@ -593,8 +616,15 @@ def build_tuner(
         max_parallel_jobs=int(tuning.max_parallel_jobs),
         early_stopping_type=early_stopping,
         base_tuning_job_name=_tuning_job_prefix(cfg.backend.base_job_name),
-        tags=[{"Key": str(k), "Value": str(v)} for k, v in (cfg.backend.get("tags") or {}).items()],
+        tags=[
+            {"Key": str(k), "Value": str(v)}
+            for k, v in {**estimator_tags(estimator), **(cfg.backend.get("tags") or {})}.items()
+        ],
     )
+
+
+def estimator_tags(estimator: Any) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in (estimator.tags or [])}
 
 
 def _tuning_job_prefix(name: str) -> str:
@@ -608,7 +638,7 @@ def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dic
     with aws_errors():
         dry_run, session, role, inputs = _prepare_job(cfg)
         name = job_name_for(_tuning_job_prefix(backend.base_job_name), tuning=True)
-        with _staged_source() as source_dir:
+        with _staged_source(cfg) as source_dir:
             tuner = build_tuner(cfg, overrides, space, session, role, source_dir, tuning_name=name)
             tuner.fit(inputs, job_name=name, wait=False)
         if dry_run is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -27,8 +28,20 @@ def container_requirements() -> list[str]:
     return keep
 
 
-def stage_source(destination: Path) -> Path:
-    """Copy what the job runs (train.py, conf/, src/) and a requirements.txt into `destination`."""
+def project_root() -> Path:
+    """The checkout whose train.py, conf/ and src/ a job runs; a package installed without one cannot ship."""
+    if not (PROJECT_ROOT / "train.py").is_file() or not (PROJECT_ROOT / "conf").is_dir():
+        raise FileNotFoundError(
+            "backend=sagemaker ships this project's train.py, conf/ and src/ to the job: run it from a"
+            " checkout of the project (pip install -e .), not from an installed package"
+        )
+    return PROJECT_ROOT
+
+
+def stage_source(destination: Path, extra_requirements: Sequence[str] = ()) -> Path:
+    """Copy what the job runs (train.py, conf/, src/) and a requirements.txt into `destination`;
+    `extra_requirements` (e.g. a logger's package) are added to it."""
+    project_root()
     destination.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
     for name in SHIPPED:
@@ -37,5 +50,6 @@ def stage_source(destination: Path) -> Path:
             shutil.copytree(source, destination / name, ignore=ignore, dirs_exist_ok=True)
         elif source.is_file():
             shutil.copy2(source, destination / name)
-    (destination / "requirements.txt").write_text("\n".join(container_requirements()) + "\n")
+    requirements = [*container_requirements(), *extra_requirements]
+    (destination / "requirements.txt").write_text("\n".join(requirements) + "\n")
     return destination
