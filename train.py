@@ -24,26 +24,20 @@ def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     if cfg.backend.name == "local":
         from dogbreed.backends.container import container_callbacks
-        from dogbreed.tracking.mlflow_run import MissingExtraError
         from dogbreed.training import fit
 
-        try:
-            metrics = fit(cfg, extra_callbacks=container_callbacks())
-        except MissingExtraError as e:
-            raise SystemExit(f"error: {e}") from None
+        metrics = fit(cfg, extra_callbacks=container_callbacks())
         return metrics.get("val/loss")
     if cfg.backend.name == "sagemaker":
         from hydra.core.hydra_config import HydraConfig
 
-        from dogbreed.backends.sagemaker import SageMakerSetupError, attach, launch_training
+        from dogbreed.backends.sagemaker import attach, launch_training
 
-        try:
-            if cfg.get("attach"):  # an existing training job: follow it, download its results
-                attach(cfg, str(cfg.attach), "training")
-            else:
-                launch_training(cfg, HydraConfig.get().overrides.task)
-        except SageMakerSetupError as e:
-            raise SystemExit(f"error: {e}") from None
+        # A SageMakerSetupError (no credentials, AWS refusing, a bad combination) is one `error:` line.
+        if cfg.get("attach"):  # an existing training job: follow it, download its results
+            attach(cfg, str(cfg.attach), "training")
+        else:
+            launch_training(cfg, HydraConfig.get().overrides.task)
         return None
     raise ValueError(f"backend={cfg.backend.name} is not supported yet")
 

@@ -23,29 +23,22 @@ def main(cfg: DictConfig) -> float | None:
         # The same conf/search file becomes the tuning job's parameter ranges.
         from omegaconf import OmegaConf
 
-        from dogbreed.backends.sagemaker import SageMakerSetupError, attach, launch_tuning
+        from dogbreed.backends.sagemaker import attach, launch_tuning
 
-        try:
-            if cfg.get("attach"):  # an existing tuning job: its best values and files
-                attach(cfg, str(cfg.attach), "tuning")
-            else:  # tune.objective/direction decide the tuning job's objective, as a local study's
-                launch_tuning(
-                    cfg, HydraConfig.get().overrides.task, OmegaConf.to_container(cfg.search, resolve=True)
-                )
-        except SageMakerSetupError as e:
-            raise SystemExit(f"error: {e}") from None
+        if cfg.get("attach"):  # an existing tuning job: its best values and files
+            attach(cfg, str(cfg.attach), "tuning")
+        else:  # tune.objective/direction decide the tuning job's objective, as a local study's
+            launch_tuning(
+                cfg, HydraConfig.get().overrides.task, OmegaConf.to_container(cfg.search, resolve=True)
+            )
         return None
     if cfg.backend.name != "local":
         raise ValueError(f"backend={cfg.backend.name} is not supported")
-    from dogbreed.tracking.mlflow_run import MissingExtraError
     from dogbreed.tuning import run_study
     from dogbreed.tuning_report import describe_best, write_best, write_plots, write_trials_csv
 
     run_dir = Path(cfg.run_dir)
-    try:
-        study = run_study(cfg)
-    except MissingExtraError as e:
-        raise SystemExit(f"error: {e}") from None
+    study = run_study(cfg)
     summary = describe_best(study)
     print(summary, flush=True)
     best_file = write_best(study, run_dir, HydraConfig.get().overrides.task)

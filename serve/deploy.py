@@ -31,13 +31,10 @@ def main(cfg: DictConfig) -> None:
         serve_local(cfg)
         return
     if cfg.backend.name == "sagemaker":
-        from dogbreed.backends.sagemaker import SageMakerSetupError
         from dogbreed.backends.sagemaker_endpoint import deploy_endpoint, teardown_endpoint
 
-        try:
-            teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)
-        except SageMakerSetupError as e:
-            raise SystemExit(f"error: {e}") from None
+        # A SageMakerSetupError (no credentials, AWS refusing, no model) is one `error:` line, exit 2.
+        teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)
         return
     raise ValueError(f"backend={cfg.backend.name} is not supported by deploy.py (use local or sagemaker)")
 

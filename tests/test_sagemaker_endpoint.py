@@ -386,6 +386,6 @@ def test_deploy_py_dry_run_and_one_line_error(tmp_path):
     assert operations(requests) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
 
     failed = deploy("backend.bucket=b", "model_data=s3://b/k/model.tar.gz", run_dir=tmp_path / "b")
-    assert failed.returncode == 1
+    assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("error: no AWS credentials")
     assert "Traceback" not in failed.stderr

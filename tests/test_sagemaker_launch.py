@@ -168,7 +168,7 @@ def test_train_py_reports_a_setup_error_in_one_line(tmp_path):
         [sys.executable, "train.py", "backend=sagemaker", "backend.bucket=b", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: no IAM role: set backend.role=")
     assert "Traceback" not in result.stderr
 

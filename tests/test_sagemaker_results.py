@@ -180,7 +180,7 @@ def refusing_aws(monkeypatch, tmp_path):
 )
 def test_expired_credentials_are_one_error_line(refusing_aws, tmp_path, command):
     result = run_entry(*command, f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode != 0
+    assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "ExpiredToken" in errors[0] and "refresh the credentials" in errors[0]
     assert "Traceback" not in result.stderr + result.stdout
@@ -191,7 +191,7 @@ def test_missing_data_folder_for_a_sagemaker_job_is_one_error_line(no_aws, tmp_p
         "train.py", "backend=sagemaker", "backend.dry_run=true", "data.root=/nonexistent/dogImages",
         f"hydra.run.dir={tmp_path / 'run'}",
     )  # fmt: skip
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "data.root=/nonexistent/dogImages" in line and "backend.inputs" in line
 

@@ -134,7 +134,7 @@ def test_without_mlflow_a_run_is_as_before_and_logger_mlflow_names_the_extra(sha
     assert (tmp_path / "plain" / "logs" / "version_0" / "metrics.csv").is_file()
 
     with_mlflow = train(f"hydra.run.dir={tmp_path / 'mlflow'}", "logger=mlflow")
-    assert with_mlflow.returncode == 1
+    assert with_mlflow.returncode == 2
     errors = [line for line in with_mlflow.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "pip install -e '.[mlflow]'" in errors[0], with_mlflow.stderr[-2000:]
     assert "Traceback" not in with_mlflow.stderr

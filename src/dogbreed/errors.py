@@ -40,6 +40,7 @@ FIXABLE_ERRORS = {
     "dogbreed.tuning": ("TuneConfigError",),
     "dogbreed.backends.sagemaker": ("SageMakerSetupError",),
     "dogbreed.backends.container": ("ChannelLayoutError",),
+    "dogbreed.tracking.mlflow_run": ("MissingExtraError",),
 }
 
 # Top-level modules of the optional extras in pyproject.toml -> the extra that installs them.
