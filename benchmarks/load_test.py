@@ -19,8 +19,10 @@ The exit status is 1 when a check failed.
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import http.client
+import io
 import itertools
 import json
 import math
@@ -98,6 +100,52 @@ def decompression_bomb_png(side: int = 30_000) -> bytes:
         + _png_chunk(b"IDAT", idat)
         + _png_chunk(b"IEND", b"")
     )
+
+
+@functools.cache
+def black_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height black pixels, a few bytes per thousand pixels: thin ones
+    (1 x 30,000) expand enormously when resized to a model's input, large ones test pixel budgets."""
+    row = b"\x00" + bytes((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    rows_per_chunk = max(1, 2**20 // len(row))
+    chunk = row * rows_per_chunk
+    parts = [compressor.compress(chunk) for _ in range(height // rows_per_chunk)]
+    parts += [compressor.compress(row * (height % rows_per_chunk)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_corrupt_exif(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A good JPEG whose EXIF block is not TIFF: Pillow reads it once, fails on a second parse."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "JPEG", exif=b"Exif\x00\x00XX\x00\x2a" + bytes(20))
+    return buf.getvalue()
+
+
+def deep_json(depth: int = 100_000) -> bytes:
+    return b'{"images": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def huge_int_json(digits: int = 5_000) -> bytes:
+    return b'{"image": ' + b"7" * digits + b"}"
+
+
+def huge_key_json(key_bytes: int = 5 * 2**20) -> bytes:
+    return b'{"' + b"k" * key_bytes + b'": 1}'
+
+
+def pixel_budget_json(images: int = 32, side: int = 6_300) -> bytes:
+    """`images` PNGs, each within the per-image pixel limit (side x side), together far over a request's."""
+    encoded = base64.b64encode(black_png(side, side)).decode()
+    return json.dumps({"images": [encoded] * images}).encode()
 
 
 @functools.cache
