@@ -74,10 +74,10 @@ async def read_body_within(request: Request, max_bytes: int, timeout_s: float | 
     return b"".join(chunks)
 
 
-def error_response(exc: ServingError, close: bool = False) -> JSONResponse:
+def error_response(exc: ServingError, close: bool = False) -> Response:
     """The JSON error; `close` tells the client this connection ends here (its body was left unread)."""
     headers = {"Connection": "close"} if close else None
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+    return Response(exc.body(), status_code=exc.status, headers=headers, media_type=JSON_ACCEPT)
 
 
 def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings()) -> FastAPI:
@@ -112,7 +112,7 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     faults = RateLimitedFaultLog(log)
 
     @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+    async def serving_error(request: Request, exc: ServingError) -> Response:
         return error_response(exc)
 
     @app.api_route("/ping", methods=["GET", "HEAD"])

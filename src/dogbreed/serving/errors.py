@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 # A client error names what is wrong, never replays what was sent: the message is cut here, so that a
 # megabyte-long JSON key or header never comes back as a megabyte-long error.
 MAX_MESSAGE_CHARS = 300
@@ -24,6 +26,10 @@ class ServingError(ValueError):
 
     def to_json(self) -> dict:
         return {"error": type(self).__name__, "status": self.status, "message": self.message}
+
+    def body(self) -> str:
+        """The answer's body, the same bytes from the local server and from the SageMaker handler."""
+        return json.dumps(self.to_json())
 
 
 class BadRequestError(ServingError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import http
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -121,4 +120,4 @@ def transform_fn(
         faults.fault("fault while answering a request")
         error = InternalServerError()
     context.set_response_status(code=error.status, phrase=http.HTTPStatus(error.status).phrase)
-    return json.dumps(error.to_json()), JSON_ACCEPT
+    return error.body(), JSON_ACCEPT
