@@ -21,6 +21,7 @@ from benchmarks.load_test import (
     huge_int_json,
     huge_key_json,
     jpeg_with_corrupt_exif,
+    local_server,
     pixel_budget_json,
 )
 from dogbreed.export import export_model
@@ -187,3 +188,22 @@ def test_head_ping_answers_200(port):
 def test_every_decoded_format_is_accepted_under_its_own_content_type(port, content_type, fmt):
     answer = invoke(port, encode(Image.new("RGB", (40, 30), (200, 20, 20)), fmt), content_type)
     assert answer.status == 200, answer.body[:300]
+
+
+@pytest.mark.slow
+def test_the_deployed_server_closes_connections_whose_headers_never_complete(model_dir, tmp_path):
+    """serve/deploy.py as a user starts it: a client sending its headers byte by byte, or nothing, is
+    disconnected once server.header_timeout_s has passed; other clients are served meanwhile."""
+    overrides = ["server.header_timeout_s=1", "server.threads=1", "server.preprocess_threads=1"]
+    with local_server(model_dir, overrides, log=tmp_path / "server.log", run_dir=tmp_path) as (port, _):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=30) as silent,
+            socket.create_connection(("127.0.0.1", port), timeout=30) as slow,
+        ):
+            slow.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
+            assert request(port, "HEAD", "/ping").status == 200
+            # recv returns b"" once the server closes; a server without the deadline never does, and
+            # the socket's own timeout fails the test.
+            assert silent.recv(1024) == b""
+            assert slow.recv(1024) == b""
+        assert request(port, "GET", "/ping").status == 200
