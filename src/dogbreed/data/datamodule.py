@@ -80,7 +80,11 @@ class DogBreedDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Create the data folder when asked to: the embedded synthetic set, or the dog-breed download."""
         if self.synthetic is not None:
-            generate_dataset(self.root, **self.synthetic)
+            synthetic = dict(self.synthetic)
+            home = Path(synthetic.pop("root", self.root)).expanduser()
+            # Only the generator's own folder is generated into; any other data.root is the user's.
+            if home.resolve() == self.root.resolve():
+                generate_dataset(self.root, **synthetic)
         elif self.download:
             download_dataset(self.root.parent, self.url, sha256=self.sha256, name=self.root.name)
 
