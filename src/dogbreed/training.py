@@ -18,6 +18,7 @@ from dogbreed.callbacks import format_metric_lines
 from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
+from dogbreed.resume import EpochSeeding, finished_run_metrics
 from dogbreed.serving.packaging import add_inference_code
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,15 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
     if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run directory: %s", run_dir.resolve())
+    finished = finished_run_metrics(cfg.get("ckpt_path"), run_dir, cfg.trainer.get("max_epochs"))
+    if finished is not None:
+        return finished  # resuming a finished run: nothing to train, its metrics.json stays complete
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     configure_backends(cfg.get("cudnn_benchmark", True))
 
     log.info("preparing data <%s> from %s", cfg.data._target_, cfg.data.root)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, shuffle_seed=cfg.get("seed"))
     datamodule.prepare_data()
     datamodule.setup("fit")  # checks the layout and reads the class names before any model is built
     log.info(
@@ -59,6 +63,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> di
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks or []
+    if cfg.get("seed") is not None:  # exact resume: each epoch's random draws depend on (seed, epoch)
+        callbacks.append(EpochSeeding(cfg.seed))
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     precision = resolve_precision(
         cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto")
