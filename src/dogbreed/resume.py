@@ -58,7 +58,6 @@ class EpochSeededLoader(DataLoader):
         return super().__iter__()
 
 
-
 class EpochSeeding(pl.Callback):
     """Reseed torch, numpy and random from (seed, epoch) when each training epoch starts."""
 
