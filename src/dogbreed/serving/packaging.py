@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dogbreed
 from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
+from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 
 CODE_DIR = "code"
 ENTRY_POINT = "inference.py"
@@ -47,11 +48,17 @@ def add_inference_code(model_dir: str | Path) -> Path:
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir / name} is missing: {model_dir} is not an exported model")
     code = model_dir / CODE_DIR
-    shutil.rmtree(code, ignore_errors=True)
-    package = Path(dogbreed.__file__).resolve().parent
-    shutil.copytree(package, code / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (code / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
-    (code / "requirements.txt").write_text(REQUIREMENTS)
+    # Built beside code/ and swapped in whole: a kill midway never leaves an empty or partial code/.
+    remove_staging_litter(code)
+    staged = staging_dir(code)
+    try:
+        package = Path(dogbreed.__file__).resolve().parent
+        shutil.copytree(package, staged / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
+        (staged / "requirements.txt").write_text(REQUIREMENTS)
+        replace_dir(staged, code)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return code
 
 
