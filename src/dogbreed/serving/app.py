@@ -2,9 +2,9 @@
 
 Errors are JSON `{"error", "status", "message"}`: 4xx for requests at fault, 500 only for server faults
 (logged once with one traceback, rate-limited; the answer carries no traceback). Every error answer is a
-complete response, so the connection stays usable, or says `Connection: close` when the body was left
-unread. Parsing, header checks and decoding run in the preprocessing pool, never on the event loop, so
-/ping answers at once whatever the requests in flight.
+complete response, so the connection stays usable, or says `Connection: close` when the client stopped
+sending its body. Parsing, header checks and decoding run in the preprocessing pool, never on the event
+loop, so /ping answers at once whatever the requests in flight.
 GET /stats reports what the dynamic batcher ran (batch sizes), for tests and load checks.
 """
 
@@ -75,7 +75,7 @@ async def read_body_within(request: Request, max_bytes: int, timeout_s: float | 
 
 
 def error_response(exc: ServingError, close: bool = False) -> Response:
-    """The JSON error; `close` tells the client this connection ends here (its body was left unread)."""
+    """The JSON error; `close` tells the client this connection ends here."""
     headers = {"Connection": "close"} if close else None
     return Response(exc.body(), status_code=exc.status, headers=headers, media_type=JSON_ACCEPT)
 
@@ -132,13 +132,11 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     async def invocations(request: Request) -> Response:
         # Every outcome is answered here, as a whole response: an exception left to Starlette would be
         # logged twice and the keep-alive connection dropped without a word to the client.
-        body_read = False
         try:
             options = parse_output_options(
                 request.headers.get("accept"), request.query_params, default_topk=settings.default_topk
             )
             body = await read_body_within(request, settings.limits.max_body_bytes, settings.body_timeout_s)
-            body_read = True
             batch = await asyncio.get_running_loop().run_in_executor(
                 state["preprocess_pool"], preprocess_request, body, request.headers.get("content-type")
             )
@@ -146,12 +144,14 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             response = build_response(torch.stack(rows), state["engine"].class_names, options)
             return Response(encode_response(response), media_type=JSON_ACCEPT)
         except ServingError as exc:
-            return error_response(exc, close=not body_read)
+            # A body refused part-way is drained by uvicorn once the answer is sent, so the connection
+            # stays usable; a client that stopped sending would never finish it: that one is closed.
+            return error_response(exc, close=isinstance(exc, RequestTimeoutError))
         except ClientDisconnect:
             return Response(status_code=499)  # nobody reads it: the client has gone
         except Exception:
             faults.fault("fault while answering %s %s", request.method, request.url.path)
-            return error_response(InternalServerError(), close=not body_read)
+            return error_response(InternalServerError())
 
     def preprocess_request(body: bytes, content_type: str | None) -> torch.Tensor:
         """Parse, check against the limits, decode and transform (in the preprocessing pool, where Pillow
