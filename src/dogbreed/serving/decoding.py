@@ -146,7 +146,10 @@ def check_image(
             )
         if draft_size:
             # draft() only changes what load() will decode (JPEG scales by 1/2..1/8); nothing is decoded here.
-            img.draft("RGB", (draft_size, draft_size))
+            try:
+                img.draft("RGB", (draft_size, draft_size))
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise BadRequestError(f"{where} has an unreadable image header: {exc}") from exc
         decoded_width, decoded_height = img.size
     decoded = decoded_width * decoded_height
     if decoded > limits.max_pixels:
