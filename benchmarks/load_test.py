@@ -10,17 +10,23 @@ running server. Reports latency percentiles of the good requests, images/s, stat
 the server ran (GET /stats).
 
 --bad-fraction F makes that share of the requests bad ones, the kinds of BAD_KINDS in turn: garbage bytes,
-a good image under a wrong content type, an empty body, a 50 MB body, a decompression-bomb PNG. `by_kind`
-says what came back for each kind, and `checks` whether every bad request got its 4xx with a JSON message,
-no request a 5xx, /ping 200 afterwards and memory after the load within 10% of memory after the warm-up.
+a good image under a wrong content type, an empty body, a 50 MB body, a decompression-bomb PNG, thin and
+wide PNGs (1 x 30,000, 30,000 x 1, 1 x 39M), a request whose 32 images together pass the pixel budget, JSON
+nested 100,000 deep, a 5,000-digit JSON integer, a 5 MB JSON key, and a JPEG with a corrupt EXIF block
+(which must be answered 200); --slow-clients connections meanwhile stop sending their bodies, and a probe
+times GET /ping throughout. `by_kind` says what came back for each kind, and `checks` whether every bad
+request got its 4xx with a short JSON message, no request a 5xx, the slow clients a 408, /ping under a
+second throughout and 200 afterwards, and memory after the load within 10% of memory after the warm-up.
 The exit status is 1 when a check failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import http.client
+import io
 import itertools
 import json
 import math
@@ -50,7 +56,16 @@ BAD_KINDS = {
     "empty_body": 400,
     "huge_body_50mb": 413,
     "decompression_bomb_png": 413,
+    "thin_png_1x30000": 400,  # the resize to the model's short side would make it gigabytes
+    "wide_png_30000x1": 400,
+    "thin_png_1x39m": 400,
+    "request_over_pixel_budget": 413,  # 32 images of 39.7 MP: each within limits, together not
+    "deep_json": 400,
+    "huge_int_json": 400,
+    "huge_json_key_5mb": 400,  # and the error must not replay the key
+    "corrupt_exif_jpeg": 200,  # a good picture with a broken EXIF block: answered like any other
 }
+ERROR_BODY_LIMIT = 1024  # bytes: an error answer names the fault, it never replays the request
 MEMORY_GROWTH_LIMIT = 1.10  # RSS after the load / RSS after the warm-up
 
 
@@ -69,6 +84,7 @@ class Outcome:
     status: int | str  # the HTTP status, or the name of the exception that ended the request
     message: str | None  # the "message" of a JSON error answer
     seconds: float
+    body_bytes: int = 0
 
 
 def load_images(folder: str | Path) -> list[tuple[bytes, str]]:
@@ -101,6 +117,52 @@ def decompression_bomb_png(side: int = 30_000) -> bytes:
 
 
 @functools.cache
+def black_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height black pixels, a few bytes per thousand pixels: thin ones
+    (1 x 30,000) expand enormously when resized to a model's input, large ones test pixel budgets."""
+    row = b"\x00" + bytes((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    rows_per_chunk = max(1, 2**20 // len(row))
+    chunk = row * rows_per_chunk
+    parts = [compressor.compress(chunk) for _ in range(height // rows_per_chunk)]
+    parts += [compressor.compress(row * (height % rows_per_chunk)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_corrupt_exif(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A good JPEG whose EXIF block is not TIFF: Pillow reads it once, fails on a second parse."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "JPEG", exif=b"Exif\x00\x00XX\x00\x2a" + bytes(20))
+    return buf.getvalue()
+
+
+def deep_json(depth: int = 100_000) -> bytes:
+    return b'{"images": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def huge_int_json(digits: int = 5_000) -> bytes:
+    return b'{"image": ' + b"7" * digits + b"}"
+
+
+def huge_key_json(key_bytes: int = 5 * 2**20) -> bytes:
+    return b'{"' + b"k" * key_bytes + b'": 1}'
+
+
+def pixel_budget_json(images: int = 32, side: int = 6_300) -> bytes:
+    """`images` PNGs, each within the per-image pixel limit (side x side), together far over a request's."""
+    encoded = base64.b64encode(black_png(side, side)).decode()
+    return json.dumps({"images": [encoded] * images}).encode()
+
+
+@functools.cache
 def _zeros(size: int) -> bytes:
     return bytes(size)
 
@@ -113,6 +175,14 @@ def bad_payloads(good_image: bytes, huge_bytes: int = 50 * 2**20) -> list[Payloa
         "empty_body": (b"", "image/jpeg"),
         "huge_body_50mb": (_zeros(huge_bytes), "image/jpeg"),
         "decompression_bomb_png": (decompression_bomb_png(), "image/png"),
+        "thin_png_1x30000": (black_png(1, 30_000), "image/png"),
+        "wide_png_30000x1": (black_png(30_000, 1), "image/png"),
+        "thin_png_1x39m": (black_png(1, 39_000_000), "image/png"),
+        "request_over_pixel_budget": (pixel_budget_json(), "application/json"),
+        "deep_json": (deep_json(), "application/json"),
+        "huge_int_json": (huge_int_json(), "application/json"),
+        "huge_json_key_5mb": (huge_key_json(), "application/json"),
+        "corrupt_exif_jpeg": (jpeg_with_corrupt_exif(), "image/jpeg"),
     }
     return [Payload(kind, *bodies[kind], expected) for kind, expected in BAD_KINDS.items()]
 
@@ -215,13 +285,16 @@ def send_all(host: str, port: int, plan: list[Payload], concurrency: int) -> tup
                     status: int | str = response.status
                     if status != 200:
                         message = _error_message(body)
+                    if response.will_close:  # the server said Connection: close
+                        conn.close()
                 except OSError as exc:  # refused, reset, timed out: counted under the exception's name
-                    status = type(exc).__name__
+                    status, body = type(exc).__name__, b""
                     conn.close()
                     conn = http.client.HTTPConnection(host, port, timeout=300)
                 elapsed = time.perf_counter() - start
+                outcome = Outcome(payload.kind, payload.expected, status, message, elapsed, len(body))
                 with lock:
-                    outcomes.append(Outcome(payload.kind, payload.expected, status, message, elapsed))
+                    outcomes.append(outcome)
         finally:
             conn.close()
 
@@ -247,6 +320,7 @@ def summarize(outcomes: list[Outcome], wall: float, concurrency: int) -> dict:
         kind["with_message"] += o.message is not None
     good = [o for o in outcomes if o.kind == GOOD]
     ok = sum(o.status == 200 for o in good)
+    error_bodies = [o.body_bytes for o in outcomes if o.status != 200]
     return {
         "requests": len(outcomes),
         "concurrency": concurrency,
@@ -257,16 +331,69 @@ def summarize(outcomes: list[Outcome], wall: float, concurrency: int) -> dict:
         "statuses": statuses,
         "by_kind": by_kind,
         "latency_ms": percentiles([o.seconds for o in good]) if good else None,
+        "largest_error_body_bytes": max(error_bodies, default=0),
     }
+
+
+def slow_client(host: str, port: int, wait_s: float = 120.0) -> int | str:
+    """Send headers and a tenth of the body announced, then nothing. A server with a body timeout answers
+    408 and closes; one without holds the connection until `wait_s` ends the wait. The status, or why
+    none came."""
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: load-test\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    answer = b""
+    try:
+        with socket.create_connection((host, port), timeout=wait_s) as sock:
+            sock.sendall(head + bytes(10_000))
+            while chunk := sock.recv(65536):  # b"" once the server closes
+                answer += chunk
+    except OSError as exc:
+        if not answer:
+            return type(exc).__name__
+    status_line = answer.split(b"\r\n", 1)[0].split()
+    return int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else "no answer"
+
+
+@contextmanager
+def ping_probe(host: str, port: int, interval_s: float = 0.05):
+    """Time GET /ping every `interval_s` while the block runs; yields the growing list of seconds."""
+    stop = threading.Event()
+    seconds: list[float] = []
+
+    def probe() -> None:
+        while not stop.wait(interval_s):  # the probe's pace, not synchronisation
+            start = time.perf_counter()
+            ping_status(host, port)
+            seconds.append(time.perf_counter() - start)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield seconds
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_load(
     host: str, port: int, images: list[tuple[bytes, str]], requests: int, concurrency: int,
-    bad_fraction: float = 0.0,
+    bad_fraction: float = 0.0, slow_clients: int = 0,
 ) -> dict:  # fmt: skip
-    """`requests` requests (a `bad_fraction` share of them bad) at `concurrency`; the summary."""
-    outcomes, wall = send_all(host, port, request_plan(images, requests, bad_fraction), concurrency)
-    return summarize(outcomes, wall, concurrency)
+    """`requests` requests (a `bad_fraction` share of them bad) at `concurrency`, meanwhile `slow_clients`
+    connections that stop sending and a /ping probe; the summary."""
+    plan = request_plan(images, requests, bad_fraction)
+    with ThreadPoolExecutor(max(1, slow_clients)) as slow_pool, ping_probe(host, port) as pings:
+        slow = [slow_pool.submit(slow_client, host, port) for _ in range(slow_clients)]
+        outcomes, wall = send_all(host, port, plan, concurrency)
+        pings_during_load = list(pings)
+        slow_statuses = [future.result() for future in slow]
+    report = summarize(outcomes, wall, concurrency)
+    report["ping_during_load_ms"] = percentiles(pings_during_load) if pings_during_load else None
+    if slow_clients:
+        report["slow_clients"] = {"sent": slow_clients, "statuses": slow_statuses}
+    return report
 
 
 def checks(report: dict) -> dict[str, bool]:
@@ -278,10 +405,20 @@ def checks(report: dict) -> dict[str, bool]:
         "bad_requests_4xx_with_message": all(
             k["as_expected"] == k["with_message"] == k["sent"] and 400 <= k["expected"] < 500
             for name, k in kinds.items()
-            if name != GOOD
+            if name != GOOD and k["expected"] != 200
         ),
+        "odd_but_good_requests_200": all(
+            k["as_expected"] == k["sent"]
+            for name, k in kinds.items()
+            if name != GOOD and k["expected"] == 200
+        ),
+        "error_bodies_short": report.get("largest_error_body_bytes", 0) < ERROR_BODY_LIMIT,
         "ping_after_200": report.get("ping_after") == 200,
     }
+    if report.get("slow_clients"):
+        result["slow_clients_408"] = all(s == 408 for s in report["slow_clients"]["statuses"])
+    if report.get("ping_during_load_ms"):
+        result["ping_p99_under_1s"] = report["ping_during_load_ms"]["p99"] < 1000
     if report.get("rss_ratio") is not None:
         result["memory_within_10pct_of_warm_up"] = report["rss_ratio"] <= MEMORY_GROWTH_LIMIT
     result["ok"] = all(result.values())
@@ -332,6 +469,11 @@ def main() -> None:
     parser.add_argument("-n", "--requests", type=int, default=200)
     parser.add_argument("-c", "--concurrency", type=int, default=16)
     parser.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad requests, e.g. 0.25")
+    parser.add_argument(
+        "--slow-clients", type=int, default=None,
+        help="connections that stop sending their body (default: 4 with --bad-fraction, else 0); each "
+        "waits for the server's body timeout (server.body_timeout_s)",
+    )  # fmt: skip
     # The server's memory settles once every batch size and request kind has been through it (allocator
     # arenas, oneDNN's per-shape kernels): 64 requests measured +10.6 % afterwards, 400 requests +0.7 %.
     parser.add_argument(
@@ -341,13 +483,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = max(64, args.requests // 5)
+    if args.slow_clients is None:
+        args.slow_clients = 4 if args.bad_fraction else 0
     images = load_images(args.images)
 
     def measure(host: str, port: int, pid: int | None) -> dict:
         if args.warmup:
             run_load(host, port, images, args.warmup, args.concurrency, args.bad_fraction)
         warm = rss_mb(pid)
-        report = run_load(host, port, images, args.requests, args.concurrency, args.bad_fraction)
+        report = run_load(
+            host, port, images, args.requests, args.concurrency, args.bad_fraction, args.slow_clients
+        )
         after = rss_mb(pid)
         report.update(
             ping_after=ping_status(host, port),

@@ -4,6 +4,6 @@ The PyTorch inference container puts code/ on sys.path; code/dogbreed is a copy 
 package made by `dogbreed.serving.packaging`, so the container needs no extra pip install.
 """
 
-from dogbreed.serving.handler import input_fn, model_fn, output_fn, predict_fn
+from dogbreed.serving.handler import model_fn, transform_fn
 
-__all__ = ["model_fn", "input_fn", "predict_fn", "output_fn"]
+__all__ = ["model_fn", "transform_fn"]

@@ -15,28 +15,40 @@ from pathlib import Path
 
 
 class RequestProcessor:
+    """TorchServe's per-request half of the context (ts/protocol/otf_message_handler.RequestProcessor):
+    the request's headers in, the response's status and headers out."""
+
     def __init__(self, headers: dict[str, str]):
         self.headers = headers
+        self.status: tuple[int, str] = (200, "OK")
+        self.response_headers: dict[str, str] = {}
 
     def get_request_properties(self) -> dict[str, str]:
         return self.headers
 
+    def report_status(self, code: int, reason_phrase: str | None = None) -> None:
+        self.status = (code, reason_phrase or "")
+
+    def add_response_property(self, key: str, value: str) -> None:
+        self.response_headers[key] = value
+
 
 class Context:
-    """The parts of TorchServe's context that the inference toolkit reads and writes."""
+    """The parts of TorchServe's ts/context.Context that the inference toolkit reads and writes.
 
-    def __init__(self, model_dir: str, headers: dict[str, str]):
+    As in TorchServe (ts/service.Service.predict), one context lives as long as the worker: each batch
+    replaces its `request_processor` list, and status and content type go to that batch's processors."""
+
+    def __init__(self, model_dir: str):
         self.system_properties = {"model_dir": model_dir, "gpu_id": None}
-        self.request_processor = [RequestProcessor(headers)]
+        self.request_processor: list[RequestProcessor] = []
         self.model_name = "model"
-        self.status: tuple[int, str] = (200, "OK")
-        self.content_type: str | None = None
 
-    def set_response_content_type(self, index: int, content_type: str) -> None:
-        self.content_type = content_type
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.request_processor[idx].add_response_property("content-type", value)
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.status = (code, phrase)
+        self.request_processor[idx].report_status(code, phrase)
 
 
 def main(model_dir: str, requests_file: str) -> None:
@@ -45,18 +57,20 @@ def main(model_dir: str, requests_file: str) -> None:
     import dogbreed
 
     service = HandlerService()
-    service.initialize(Context(model_dir, {}))  # once per worker, as TorchServe does: runs model_fn
+    context = Context(model_dir)
+    service.initialize(context)  # once per worker, as TorchServe does: runs model_fn
     results = []
     for spec in json.loads(Path(requests_file).read_text()):
         headers = {"Content-Type": spec["content_type"]}
         if spec.get("accept"):
             headers["Accept"] = spec["accept"]
-        context = Context(model_dir, headers)
+        processor = RequestProcessor(headers)
+        context.request_processor = [processor]
         (body,) = service.handle([{"body": Path(spec["body_file"]).read_bytes()}], context)
         results.append(
             {
-                "status": context.status[0],
-                "content_type": context.content_type,
+                "status": processor.status[0],
+                "content_type": processor.response_headers.get("content-type"),
                 "body": body if isinstance(body, str) else body.decode(),
             }
         )

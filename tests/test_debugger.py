@@ -106,6 +106,10 @@ def test_healthy_run_finds_no_issues_and_writes_tensors_plots_and_report(shapes3
             "callbacks.debugger.save_interval=6",
             "rules.debugger.LossNotDecreasing.num_steps=6",  # 18 steps: three windows to compare
             "rules.profiler.IOBottleneck.patience=0",  # evaluated on this short run too
+            # 18 steps of a tiny run: whether its loss windows descend is down to the random draws
+            # (seeds 1 and 7 trip LossNotDecreasing or Overfit since each epoch is seeded on its own);
+            # this seed gives a run that descends. The faulty runs below show the rules do fire.
+            "seed=0",
         ],
     )
     rules = result["rules"]

@@ -19,8 +19,8 @@ from benchmarks.load_test import (
     local_server,
     ping_status,
     request_plan,
+    run_load,
     send_all,
-    summarize,
 )
 from dogbreed.export import export_model
 from dogbreed.network import build_network
@@ -34,7 +34,15 @@ MESSAGES = {
     "empty_body": "request body is empty",
     "huge_body_50mb": "52428800 bytes, over the limit of 6291456",
     "decompression_bomb_png": "is 900000000 pixels, over the limit of 40000000",
+    "thin_png_1x30000": "1x30000 pixels, an aspect ratio of 30000:1, over the limit of 20:1",
+    "wide_png_30000x1": "30000x1 pixels, an aspect ratio of 30000:1",
+    "thin_png_1x39m": "1x39000000 pixels, an aspect ratio",
+    "request_over_pixel_budget": "over the request limit of 80000000",
+    "deep_json": "nested deeper than the parser follows",
+    "huge_int_json": "not valid JSON",
+    "huge_json_key_5mb": 'JSON body must be {"image"',
 }
+ANSWERED_200 = {kind for kind, status in BAD_KINDS.items() if status == 200}  # odd but good: corrupt EXIF
 
 
 def good_images() -> list[tuple[bytes, str]]:
@@ -54,16 +62,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
         preprocessing=Preprocessing(crop_size=32, resize_size=36),
     )  # fmt: skip
     log = root / "server.log"
-    with local_server(model_dir, log=log, run_dir=root / "run") as (port, _pid):
+    overrides = ["server.body_timeout_s=2"]  # the slow clients' wait
+    with local_server(model_dir, overrides, log=log, run_dir=root / "run") as (port, _pid):
         yield port, log
 
 
 @pytest.mark.slow
 def test_mixed_load_gets_no_5xx_and_each_bad_request_its_4xx_with_a_message(server):
     port, log = server
-    plan = request_plan(good_images(), 150, bad_fraction=0.3)
-    outcomes, wall = send_all("127.0.0.1", port, plan, concurrency=8)
-    report = summarize(outcomes, wall, concurrency=8)
+    report = run_load(
+        "127.0.0.1", port, good_images(), 130, concurrency=8, bad_fraction=0.3, slow_clients=2
+    )  # 39 bad requests: 3 of each kind
 
     assert report["server_errors_5xx"] == 0, report["statuses"]
     kinds = report["by_kind"]
@@ -71,16 +80,31 @@ def test_mixed_load_gets_no_5xx_and_each_bad_request_its_4xx_with_a_message(serv
     assert kinds[GOOD]["statuses"] == {"200": kinds[GOOD]["sent"]}
     for kind, status in BAD_KINDS.items():
         assert kinds[kind]["statuses"] == {str(status): kinds[kind]["sent"]}, (kind, kinds[kind])
-        assert kinds[kind]["sent"] == 9
-    for outcome in outcomes:
-        if outcome.kind != GOOD:
-            assert outcome.message and MESSAGES[outcome.kind] in outcome.message, outcome
+        assert kinds[kind]["sent"] == 3
+        if kind not in ANSWERED_200:
+            assert kinds[kind]["with_message"] == 3, kind
+    assert report["largest_error_body_bytes"] < 1024
+    assert report["slow_clients"] == {"sent": 2, "statuses": [408, 408]}
     assert ping_status("127.0.0.1", port) == 200
     assert checks({**report, "ping_after": 200}) == {
         "no_5xx": True, "good_requests_200": True, "bad_requests_4xx_with_message": True,
-        "ping_after_200": True, "ok": True,
+        "odd_but_good_requests_200": True, "error_bodies_short": True, "ping_after_200": True,
+        "slow_clients_408": True, "ping_p99_under_1s": True, "ok": True,
     }  # fmt: skip
     assert "Traceback" not in log.read_text()  # no fault was logged on the way
+
+
+@pytest.mark.slow
+def test_each_bad_kind_gets_the_message_that_names_its_fault(server):
+    port, _ = server
+    plan = [p for p in request_plan(good_images(), 2 * len(BAD_KINDS), bad_fraction=0.5) if p.kind != GOOD]
+    outcomes, _ = send_all("127.0.0.1", port, plan, concurrency=2)
+    assert {o.kind for o in outcomes} == set(BAD_KINDS)
+    for outcome in outcomes:
+        if outcome.kind in ANSWERED_200:
+            assert outcome.status == 200, outcome
+        else:
+            assert outcome.message and MESSAGES[outcome.kind] in outcome.message, outcome
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -110,10 +134,10 @@ def test_the_server_listens_on_127_0_0_1_only_unless_told_otherwise(server):
 
 def test_request_plan_spreads_each_bad_kind_evenly_among_the_good_images():
     images = good_images()
-    plan = request_plan(images, 100, bad_fraction=0.25)
+    plan = request_plan(images, 104, bad_fraction=0.25)
     kinds = [p.kind for p in plan]
-    assert kinds.count(GOOD) == 75
-    assert all(kinds.count(kind) == 5 for kind in BAD_KINDS)
+    assert kinds.count(GOOD) == 78
+    assert all(kinds.count(kind) == 2 for kind in BAD_KINDS)
     assert kinds[:8] == [GOOD, GOOD, GOOD, "garbage_bytes", GOOD, GOOD, GOOD, "wrong_content_type"]
     assert [p.body for p in plan if p.kind == GOOD][:4] == [body for body, _ in images]
     assert [p.kind for p in request_plan(images, 10)] == [GOOD] * 10

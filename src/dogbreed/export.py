@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from dogbreed.data.images import load_rgb, to_rgb
+from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 from dogbreed.network import build_network
 from dogbreed.preprocessing import Preprocessing
 
@@ -52,16 +51,18 @@ def export_model(
     dropout: float = 0.0,
     manifest: Mapping | None = None,
 ) -> Path:
-    """Write the model directory atomically: a killed export never leaves a half-written model/.
+    """Write the model directory as one atomic swap: a reader, or a run killed midway, sees the previous
+    model/ or the new one whole, never a mix; what a killed export left beside it is removed first.
+    Extra files of the previous model/ (code/, added for SageMaker) are carried into the new one.
 
     `manifest` (the run's provenance, dogbreed.tracking.manifest) is embedded in model.json as it is.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    remove_staging_litter(out_dir)
+    staged = staging_dir(out_dir)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS_FILE)
+        torch.save(state, staged / WEIGHTS_FILE)
         config = {
             "format_version": FORMAT_VERSION,
             "arch": arch,
@@ -73,15 +74,18 @@ def export_model(
         }
         if manifest is not None:
             config["manifest"] = dict(manifest)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-        if out_dir.exists():
-            # Keep any extra files (e.g. code/) a later step added, replace only ours.
-            for name in (WEIGHTS_FILE, CONFIG_FILE):
-                os.replace(tmp / name, out_dir / name)
-        else:
-            os.replace(tmp, out_dir)
+        (staged / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+        if out_dir.is_dir():
+            for extra in out_dir.iterdir():
+                if extra.name in (WEIGHTS_FILE, CONFIG_FILE):
+                    continue
+                if extra.is_dir():
+                    shutil.copytree(extra, staged / extra.name, symlinks=True)
+                else:
+                    shutil.copy2(extra, staged / extra.name, follow_symlinks=False)
+        replace_dir(staged, out_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)  # only still there when the export failed
     return out_dir
 
 

@@ -20,6 +20,7 @@ from dogbreed.config_schema import check_train_config
 from dogbreed.evaluation import write_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
+from dogbreed.resume import EpochSeeding, finished_run_metrics
 from dogbreed.serving.packaging import add_inference_code
 from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
@@ -49,10 +50,13 @@ def fit(
     if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run directory: %s", run_dir.resolve())
+    finished = finished_run_metrics(cfg.get("ckpt_path"), run_dir, cfg.trainer.get("max_epochs"))
+    if finished is not None:
+        return finished  # resuming a finished run: nothing to train, its metrics.json stays complete
     configure_backends(cfg.get("cudnn_benchmark", True))
 
     log.info("preparing data <%s> from %s", cfg.data._target_, cfg.data.root)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, shuffle_seed=cfg.get("seed"))
     datamodule.prepare_data()
     datamodule.setup("fit")  # checks the layout and reads the class names before any model is built
     log.info(
@@ -82,6 +86,8 @@ def fit(
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks or []
+    if cfg.get("seed") is not None:  # exact resume: each epoch's random draws depend on (seed, epoch)
+        callbacks.append(EpochSeeding(cfg.seed))
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     precision = resolve_precision(
         cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto")

@@ -16,6 +16,7 @@ from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder, choose_classes, inspect_layout
 from dogbreed.preprocessing import Preprocessing, preprocessing_for
+from dogbreed.resume import EpochSeededLoader
 
 
 def default_num_workers() -> int:
@@ -50,6 +51,7 @@ class DogBreedDataModule(pl.LightningDataModule):
         url: str = DOG_IMAGES_URL,
         sha256: str | None = None,
         synthetic: dict[str, Any] | None = None,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -73,13 +75,22 @@ class DogBreedDataModule(pl.LightningDataModule):
         self.scan_images = scan_images
         self.download, self.url, self.sha256 = download, url, sha256
         self.synthetic = dict(synthetic) if synthetic else None
+        # Set: each epoch's training order depends on (shuffle_seed, epoch) alone, so a resumed run
+        # shuffles as the uninterrupted one did (fit() passes the run's seed).
+        self.shuffle_seed = shuffle_seed
+        self._train_loader: EpochSeededLoader | None = None
+        self._restored_train_epoch = 0
         self.datasets: dict[str, BreedImageFolder] = {}
         self.class_names: list[str] = []
 
     def prepare_data(self) -> None:
         """Create the data folder when asked to: the embedded synthetic set, or the dog-breed download."""
         if self.synthetic is not None:
-            generate_dataset(self.root, **self.synthetic)
+            synthetic = dict(self.synthetic)
+            home = Path(synthetic.pop("root", self.root)).expanduser()
+            # Only the generator's own folder is generated into; any other data.root is the user's.
+            if home.resolve() == self.root.resolve():
+                generate_dataset(self.root, **synthetic)
         elif self.download:
             download_dataset(self.root.parent, self.url, sha256=self.sha256, name=self.root.name)
 
@@ -124,8 +135,11 @@ class DogBreedDataModule(pl.LightningDataModule):
         return [item for ds in self.datasets.values() for item in ds.skipped]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        seeded = shuffle and self.shuffle_seed is not None
+        loader, extra = (EpochSeededLoader, {"seed": self.shuffle_seed}) if seeded else (DataLoader, {})
+        return loader(
             self.datasets[split],
+            **extra,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
@@ -137,7 +151,19 @@ class DogBreedDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if isinstance(loader, EpochSeededLoader):
+            loader.epoch = self._restored_train_epoch
+            self._train_loader = loader
+        return loader
+
+    # Lightning saves a datamodule's state in its checkpoints and restores it before it asks for the
+    # training loader: the loader of a resumed run starts at the epoch the checkpoint had reached.
+    def state_dict(self) -> dict[str, int]:
+        return {"train_epoch": self._train_loader.epoch} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._restored_train_epoch = int(state_dict.get("train_epoch", 0))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("valid", shuffle=False)

@@ -79,6 +79,11 @@ def generate_dataset(
     marker = root / "synthetic.json"
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return root
+    if root.exists() and not marker.is_file() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} holds files but no synthetic.json: it is not a generated data set, so it is never "
+            "replaced by one. Point the generator at an empty or new folder."
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:

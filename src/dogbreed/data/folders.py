@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from dogbreed.data.images import BadImageError, check_readable, load_rgb
 
@@ -27,10 +28,40 @@ class Layout:
     classes: list[str]  # folder names, in ImageFolder's (sorted) order
 
 
+def class_files(class_dir: str | Path) -> list[str]:
+    """Every file under a class folder, in ImageFolder's order, following links only within the folder.
+
+    A linked folder that leads out of the class folder (`loop -> ..`) or back into a folder already
+    scanned would count other classes' images, or the same ones again, as this class: it is refused,
+    named, instead of silently multiplying the data."""
+    top = Path(class_dir).resolve()
+    seen: dict[Path, str] = {}
+    walked = []
+    for root, _, names in os.walk(class_dir, followlinks=True):
+        real = Path(root).resolve()
+        if not real.is_relative_to(top):
+            raise DataLayoutError(
+                f"{root} links to {real}, outside its class folder {class_dir}: its images would be "
+                "labelled as this class (a link to a parent folder loops). Remove the link or copy the files."
+            )
+        if real in seen:
+            raise DataLayoutError(
+                f"{root} links to {real}, already read as {seen[real]}: its images would count twice. "
+                "Remove the link."
+            )
+        seen[real] = root
+        walked.append((root, names))
+    return [os.path.join(root, name) for root, names in sorted(walked) for name in sorted(names)]
+
+
+def _is_image_file(path: str) -> bool:
+    return has_file_allowed_extension(path, IMG_EXTENSIONS) and os.path.isfile(path)
+
+
 def _class_dirs(split_dir: Path) -> dict[str, int]:
-    """Class folder name -> number of image files in it."""
+    """Class folder name -> number of image files in it (read as training reads them)."""
     return {
-        d.name: sum(1 for f in d.rglob("*") if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS)
+        d.name: sum(1 for f in class_files(d) if _is_image_file(f))
         for d in sorted(split_dir.iterdir())
         if d.is_dir() and not d.name.startswith(".")
     }
@@ -114,6 +145,23 @@ class BreedImageFolder(ImageFolder):
             self._drop_unreadable()
         self.targets = [target for _, target in self.samples]
         self.imgs = self.samples
+
+    def make_dataset(  # type: ignore[override]
+        self,
+        directory: str,
+        class_to_idx: dict[str, int],
+        extensions: tuple[str, ...] | None = None,
+        is_valid_file=None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        """ImageFolder's samples, read with `class_files` (links kept inside their class folder)."""
+        valid = is_valid_file or (lambda path: has_file_allowed_extension(path, extensions or IMG_EXTENSIONS))
+        samples = []
+        for name in sorted(class_to_idx):
+            class_dir = os.path.join(directory, name)
+            if os.path.isdir(class_dir):
+                samples += [(path, class_to_idx[name]) for path in class_files(class_dir) if valid(path)]
+        return samples
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         # Index classes by the wanted list, not by what this split holds, so every split agrees.

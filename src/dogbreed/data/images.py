@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,18 @@ class BadImageError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF rotation phone photos store; an EXIF block that cannot be parsed is ignored, because
+    a broken tag must not cost a picture that decodes fine."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (SyntaxError, OSError, ValueError, TypeError, KeyError, struct.error):
+        return img
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode (grayscale, 16-bit, CMYK, palette, alpha) to 8-bit RGB."""
-    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    img = upright(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit and 32-bit grayscale: a plain convert("RGB") clips everything above 255 to white.
         arr = np.asarray(img, dtype=np.float32)

@@ -1,6 +1,10 @@
 """The local HTTP server with SageMaker's container contract: GET /ping, POST /invocations on port 8080.
 
-Errors are JSON `{"error", "status", "message"}`: 4xx for requests at fault, 500 only for server faults.
+Errors are JSON `{"error", "status", "message"}`: 4xx for requests at fault, 500 only for server faults
+(logged once with one traceback, rate-limited; the answer carries no traceback). Every error answer is a
+complete response, so the connection stays usable, or says `Connection: close` when the client stopped
+sending its body. Parsing, header checks and decoding run in the preprocessing pool, never on the event
+loop, so /ping answers at once whatever the requests in flight.
 GET /stats reports what the dynamic batcher ran (batch sizes), for tests and load checks.
 """
 
@@ -17,11 +21,18 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from dogbreed.serving.batching import DynamicBatcher
 from dogbreed.serving.decoding import RequestLimits, read_request
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
-from dogbreed.serving.errors import PayloadTooLargeError, ServingError
+from dogbreed.serving.errors import (
+    InternalServerError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ServingError,
+)
+from dogbreed.serving.faults import RateLimitedFaultLog
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
 
 log = logging.getLogger(__name__)
@@ -37,21 +48,36 @@ class ServerSettings:
     device: str = "auto"
     optimize: str = "fuse"
     default_topk: int = 5
+    # A client that stops sending its body is answered 408 and disconnected after this long.
+    body_timeout_s: float = 30.0
     limits: RequestLimits = field(default_factory=RequestLimits)
 
 
-async def read_body_within(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `max_bytes` (never buffered whole first)."""
+async def read_body_within(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
+    """The body, refused with 413 as soon as it passes `max_bytes` (never buffered whole first), and with
+    408 when it has not all arrived within `timeout_s`."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body is {declared} bytes, over the limit of {max_bytes}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"request body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLargeError(f"request body is over the limit of {max_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"request body not received within {timeout_s:g} s ({size} bytes arrived)"
+        ) from None
     return b"".join(chunks)
+
+
+def error_response(exc: ServingError, close: bool = False) -> Response:
+    """The JSON error; `close` tells the client this connection ends here."""
+    headers = {"Connection": "close"} if close else None
+    return Response(exc.body(), status_code=exc.status, headers=headers, media_type=JSON_ACCEPT)
 
 
 def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings()) -> FastAPI:
@@ -83,17 +109,13 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     app = FastAPI(title="dogbreed", lifespan=lifespan)
     app.state.serving = state
 
+    faults = RateLimitedFaultLog(log)
+
     @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
-        return JSONResponse(exc.to_json(), status_code=exc.status)
+    async def serving_error(request: Request, exc: ServingError) -> Response:
+        return error_response(exc)
 
-    @app.exception_handler(Exception)
-    async def server_fault(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("fault while answering %s %s", request.method, request.url.path)
-        message = f"{type(exc).__name__}: {exc}"
-        return JSONResponse({"error": "InternalServerError", "status": 500, "message": message}, 500)
-
-    @app.get("/ping")
+    @app.api_route("/ping", methods=["GET", "HEAD"])
     async def ping() -> Response:
         batcher = state.get("batcher")
         if batcher is None or not batcher.running:
@@ -108,19 +130,34 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
+        # Every outcome is answered here, as a whole response: an exception left to Starlette would be
+        # logged twice and the keep-alive connection dropped without a word to the client.
+        try:
+            options = parse_output_options(
+                request.headers.get("accept"), request.query_params, default_topk=settings.default_topk
+            )
+            body = await read_body_within(request, settings.limits.max_body_bytes, settings.body_timeout_s)
+            batch = await asyncio.get_running_loop().run_in_executor(
+                state["preprocess_pool"], preprocess_request, body, request.headers.get("content-type")
+            )
+            rows = await asyncio.gather(*(state["batcher"].submit(t) for t in batch))
+            response = build_response(torch.stack(rows), state["engine"].class_names, options)
+            return Response(encode_response(response), media_type=JSON_ACCEPT)
+        except ServingError as exc:
+            # A body refused part-way is drained by uvicorn once the answer is sent, so the connection
+            # stays usable; a client that stopped sending would never finish it: that one is closed.
+            return error_response(exc, close=isinstance(exc, RequestTimeoutError))
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody reads it: the client has gone
+        except Exception:
+            faults.fault("fault while answering %s %s", request.method, request.url.path)
+            return error_response(InternalServerError())
+
+    def preprocess_request(body: bytes, content_type: str | None) -> torch.Tensor:
+        """Parse, check against the limits, decode and transform (in the preprocessing pool, where Pillow
+        releases the GIL; on a few cores, more threads would only fight the network for the CPUs)."""
         engine: InferenceEngine = state["engine"]
-        options = parse_output_options(
-            request.headers.get("accept"), request.query_params, default_topk=settings.default_topk
-        )
-        body = await read_body_within(request, settings.limits.max_body_bytes)
-        images = read_request(body, request.headers.get("content-type"), settings.limits)
-        # Decoding and resizing run in a small pool (Pillow releases the GIL), the network in batches: on a
-        # few cores, more decoding threads only fight the network's threads for the same CPUs.
-        batch = await asyncio.get_running_loop().run_in_executor(
-            state["preprocess_pool"], lambda: engine.preprocess(engine.decode(images))
-        )
-        rows = await asyncio.gather(*(state["batcher"].submit(t) for t in batch))
-        response = build_response(torch.stack(rows), engine.class_names, options)
-        return Response(encode_response(response), media_type=JSON_ACCEPT)
+        images = read_request(body, content_type, settings.limits, engine.draft_size)
+        return engine.preprocess_encoded(images)
 
     return app

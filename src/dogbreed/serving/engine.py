@@ -68,6 +68,12 @@ class InferenceEngine:
     def decode(self, images: Sequence[EncodedImage]) -> list[Image.Image]:
         return [decode_image(image, self.draft_size) for image in images]
 
+    def preprocess_encoded(self, images: Sequence[EncodedImage]) -> torch.Tensor:
+        """Decode and transform one image after the other: a request never holds more than one decoded
+        full-size image, whatever its number of images. [N, 3, H, W]."""
+        # The decoded image is already upright RGB: the transform alone, no second EXIF pass.
+        return torch.stack([self.model.transform(decode_image(image, self.draft_size)) for image in images])
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model's own evaluation transform (resize, centre crop, normalise): [N, 3, H, W]."""
         return self.model.preprocess(images)
@@ -80,7 +86,7 @@ class InferenceEngine:
 
     def predict_encoded(self, images: Sequence[EncodedImage]) -> torch.Tensor:
         """Decode, preprocess and run a list of checked images in one batch: probabilities [N, C]."""
-        return self.probabilities(self.preprocess(self.decode(images)))
+        return self.probabilities(self.preprocess_encoded(images))
 
     def warm_up(self) -> None:
         """One forward pass at the serving size, so the first request does not pay for allocator set-up."""

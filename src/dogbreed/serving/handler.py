@@ -1,6 +1,10 @@
-"""SageMaker's four inference functions, implemented once for every server.
+"""SageMaker's inference functions, implemented once for every server.
 
-`serve/inference.py` (shipped as `code/inference.py` in model.tar.gz) re-exports these. Settings come
+`serve/inference.py` (shipped as `code/inference.py` in model.tar.gz) re-exports `model_fn` and
+`transform_fn`. The toolkit answers any exception with its message followed by a Python traceback, as plain
+text; `transform_fn` therefore answers errors itself: the status on TorchServe's context and the same short
+JSON body as the local server. `input_fn`/`predict_fn`/`output_fn` remain for callers outside the toolkit
+(the toolkit refuses a module offering both). Settings come
 from the model's environment variables, the only channel SageMaker offers:
 DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_OPTIMIZE (fuse|none|bf16), DOGBREED_TOPK, DOGBREED_THREADS and
 the limits of `RequestLimits.from_env`.
@@ -9,6 +13,8 @@ the limits of `RequestLimits.from_env`.
 from __future__ import annotations
 
 import functools
+import http
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,10 +24,13 @@ import torch
 
 from dogbreed.serving.decoding import EncodedImage, RequestLimits, read_request
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
-from dogbreed.serving.errors import ServingError
+from dogbreed.serving.errors import InternalServerError, ServingError
+from dogbreed.serving.faults import RateLimitedFaultLog
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+faults = RateLimitedFaultLog(log)
 
 
 @dataclass
@@ -83,3 +92,32 @@ def output_fn(prediction: PredictionBatch, accept: str | None) -> tuple[str, str
     options = parse_output_options(accept, default_topk=int(os.environ.get("DOGBREED_TOPK", "5")))
     body = build_response(prediction.probabilities, prediction.class_names, options)
     return encode_response(body), JSON_ACCEPT
+
+
+def transform_fn(
+    engine: InferenceEngine,
+    request_body: bytes | str,
+    content_type: str | None,
+    accept: str | None,
+    context: Any = None,
+) -> tuple[str, str]:
+    """One request, answered in full: the prediction, or the error as the local server words it.
+
+    Under the toolkit `context` is TorchServe's (the toolkit passes it to a function taking one more
+    argument); the error's status goes there. Without a context, errors are raised."""
+    try:
+        options = parse_output_options(accept, default_topk=int(os.environ.get("DOGBREED_TOPK", "5")))
+        images = read_request(request_body, content_type, RequestLimits.from_env(), engine.draft_size)
+        body = build_response(engine.predict_encoded(images), engine.class_names, options)
+        return encode_response(body), JSON_ACCEPT
+    except ServingError as exc:
+        if context is None:
+            raise
+        error = exc
+    except Exception:
+        if context is None:
+            raise
+        faults.fault("fault while answering a request")
+        error = InternalServerError()
+    context.set_response_status(code=error.status, phrase=http.HTTPStatus(error.status).phrase)
+    return error.body(), JSON_ACCEPT

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dogbreed
 from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
+from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 
 CODE_DIR = "code"
 ENTRY_POINT = "inference.py"
@@ -27,9 +28,9 @@ The PyTorch inference container puts code/ on sys.path; code/dogbreed is a copy 
 package made by `dogbreed.serving.packaging`, so the container needs no extra pip install.
 """
 
-from dogbreed.serving.handler import input_fn, model_fn, output_fn, predict_fn
+from dogbreed.serving.handler import model_fn, transform_fn
 
-__all__ = ["model_fn", "input_fn", "predict_fn", "output_fn"]
+__all__ = ["model_fn", "transform_fn"]
 '''
 REQUIREMENTS = """\
 # Installed by the SageMaker PyTorch inference container before it imports code/inference.py.
@@ -49,11 +50,17 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir / name} is missing: {model_dir} is not an exported model")
     code = code or model_dir / CODE_DIR
-    shutil.rmtree(code, ignore_errors=True)
-    package = Path(dogbreed.__file__).resolve().parent
-    shutil.copytree(package, code / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (code / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
-    (code / "requirements.txt").write_text(REQUIREMENTS)
+    # Built beside code/ and swapped in whole: a kill midway never leaves an empty or partial code/.
+    remove_staging_litter(code)
+    staged = staging_dir(code)
+    try:
+        package = Path(dogbreed.__file__).resolve().parent
+        shutil.copytree(package, staged / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
+        (staged / "requirements.txt").write_text(REQUIREMENTS)
+        replace_dir(staged, code)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return code
 
 

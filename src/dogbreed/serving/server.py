@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.decoding import RequestLimits
+from dogbreed.serving.protocol import protocol_with_head_timeout
 
 
 def settings_from_config(cfg: DictConfig) -> ServerSettings:
@@ -20,10 +21,13 @@ def settings_from_config(cfg: DictConfig) -> ServerSettings:
         device=str(server.device),
         optimize=str(server.optimize),
         default_topk=int(server.default_topk),
+        body_timeout_s=float(server.body_timeout_s),
         limits=RequestLimits(
             max_body_bytes=int(limits.max_body_bytes),
             max_pixels=int(limits.max_pixels),
             max_images=int(limits.max_images),
+            max_request_pixels=int(limits.max_request_pixels),
+            max_aspect_ratio=float(limits.max_aspect_ratio),
         ),
     )
 
@@ -43,6 +47,14 @@ def serve_local(cfg: DictConfig) -> None:
     import uvicorn
 
     app = create_app(check_model_dir(cfg.model_dir), settings_from_config(cfg))
+    server = cfg.server
     uvicorn.run(
-        app, host=str(cfg.server.host), port=int(cfg.server.port), log_level=str(cfg.server.log_level)
+        app,
+        host=str(server.host),
+        port=int(server.port),
+        log_level=str(server.log_level),
+        http=protocol_with_head_timeout(float(server.header_timeout_s)),
+        # Beyond this many connections and requests in flight uvicorn answers 503 at once: each one
+        # holds a body of up to limits.max_body_bytes, so this bounds the memory they take together.
+        limit_concurrency=server.limit_concurrency,
     )

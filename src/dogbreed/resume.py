@@ -1,0 +1,106 @@
+"""Exact resume at epoch boundaries, and a rerun of a finished run that changes nothing.
+
+A run killed after epoch k and resumed from its last checkpoint must train epoch k+1 exactly as the
+uninterrupted run did. Lightning restores the weights, the optimiser, the schedulers and the loops; what
+it cannot restore is randomness drawn from generators whose state was never saved: the shuffle order,
+the augmentation and dropout draws, the loader workers' seeds. Here every one of them is derived from
+(seed, epoch) alone, at the start of each epoch, so there is no state left to save:
+
+- `EpochSeededLoader` is the training DataLoader with its own generator, reseeded from (seed, epoch)
+  before each epoch's iterator is made. It draws the shuffle order and the workers' base seed. Its epoch
+  is saved in the checkpoint as the datamodule's state (`DogBreedDataModule.state_dict`), which Lightning
+  restores before it asks for the loader. (Lightning's own stateful-loader protocol restores loaders only
+  when a checkpoint was written mid-epoch, not at an epoch's end.)
+- `EpochSeeding` reseeds the global generators (torch, numpy, random) at each epoch start: those draw the
+  augmentation in the main process and dropout.
+
+With `data.num_workers > 0` the order and each worker's first seed are exact too, but persistent workers
+carry their generators from one epoch to the next, so the augmentation of a resumed epoch differs from
+the uninterrupted run's (what is exact is the shuffle order, the weights and the optimiser).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+# Keys every complete metrics.json holds; a run without them was not finished.
+COMPLETE_METRICS = ("train/loss", "val/loss", "test/loss")
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 32-bit seed for (seed, epoch), well mixed (NumPy's SeedSequence), one per independent stream."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+class EpochSeededLoader(DataLoader):
+    """A shuffling DataLoader whose order and worker seeds in epoch e depend on (seed, e) only."""
+
+    def __init__(self, *args: Any, seed: int, generator: torch.Generator | None = None, **kwargs: Any):
+        # `generator` is accepted because Lightning re-creates loaders with their own arguments (DDP).
+        super().__init__(*args, generator=generator or torch.Generator(), **kwargs)
+        self.seed = seed
+        self.epoch = 0  # the epoch the next iterator serves
+
+    def __iter__(self):
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch, stream=1))
+        self.epoch += 1
+        return super().__iter__()
+
+
+class EpochSeeding(pl.Callback):
+    """Reseed torch, numpy and random from (seed, epoch) when each training epoch starts."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = epoch_seed(self.seed, trainer.current_epoch)
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
+
+
+def checkpoint_file(ckpt_path: str | None, run_dir: str | Path) -> Path | None:
+    """The file `ckpt_path` names ("last": the run's checkpoints/last.ckpt), or None."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        return Path(run_dir) / "checkpoints" / "last.ckpt"
+    return Path(ckpt_path)
+
+
+def finished_run_metrics(ckpt_path: str | None, run_dir: str | Path, max_epochs: int | None) -> dict | None:
+    """The run's metrics.json when `ckpt_path` is the checkpoint of a run that already trained its
+    `max_epochs` and wrote complete metrics: resuming it would train nothing and overwrite them with a
+    summary of no training. None when there is something to resume (or nothing to read)."""
+    path = checkpoint_file(ckpt_path, run_dir)
+    metrics_file = Path(run_dir) / "metrics.json"
+    if path is None or not path.is_file() or not metrics_file.is_file() or not max_epochs or max_epochs < 0:
+        return None
+    # mmap: only the loop counters are read, not the weights. Our own checkpoint, as Lightning loads it.
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    # "processed": epochs whose training and validation ran; the last epoch's checkpoint is written before
+    # Lightning counts it "completed".
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    completed = progress.get("current", {}).get("processed", 0)
+    if completed < max_epochs:
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    if not all(key in metrics for key in COMPLETE_METRICS):
+        return None
+    log.warning(
+        "%s is the checkpoint of a finished run (%d of %d epochs): nothing to resume; %s is kept as it is",
+        path, completed, max_epochs, metrics_file,
+    )  # fmt: skip
+    return metrics
