@@ -24,13 +24,13 @@ def main(cfg: DictConfig) -> float | None:
         from omegaconf import OmegaConf
 
         from dogbreed.backends.sagemaker import attach, launch_tuning
+        from dogbreed.search_space import load_search_space
 
         if cfg.get("attach"):  # an existing tuning job: its best values and files
             attach(cfg, str(cfg.attach), "tuning")
         else:  # tune.objective/direction decide the tuning job's objective, as a local study's
-            launch_tuning(
-                cfg, HydraConfig.get().overrides.task, OmegaConf.to_container(cfg.search, resolve=True)
-            )
+            space = load_search_space(OmegaConf.to_container(cfg.search, resolve=True), source="search")
+            launch_tuning(cfg, HydraConfig.get().overrides.task, space)
         return None
     if cfg.backend.name != "local":
         raise ValueError(f"backend={cfg.backend.name} is not supported")

@@ -19,10 +19,7 @@ from dogbreed.backends.container import (
     distributed_environment,
     sagemaker_argv,
 )
-from dogbreed.backends.job_spec import (
-    hyperparameters_from_overrides,
-    overrides_from_hyperparameters,
-)
+from dogbreed.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # the sagemaker-training toolkit's entry point
 

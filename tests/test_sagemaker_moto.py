@@ -61,7 +61,8 @@ def test_tuning_job_is_created_and_described(aws, tmp_path):
         "backend=sagemaker", f"backend.role={ROLE}", f"backend.bucket={BUCKET}", "experiment=smoke",
         "backend.tuning.max_jobs=3",
     ]  # fmt: skip
-    described = launch_tuning(compose_config(tmp_path, overrides), overrides, OmegaConf.to_container(space))
+    cfg = compose_config(tmp_path, [*overrides, "tune.objective=val/acc"], "tune")
+    described = launch_tuning(cfg, overrides, OmegaConf.to_container(space))
     config = described["HyperParameterTuningJobConfig"]
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val/acc"}
     assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 3

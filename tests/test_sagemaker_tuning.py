@@ -8,12 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from dogbreed.backends.job_results import best_values
-from dogbreed.backends.sagemaker import (
-    SageMakerSetupError,
-    launch_tuning,
-    search_space_to_sagemaker,
-    static_train_overrides,
-)
+from dogbreed.backends.sagemaker import SageMakerSetupError, launch_tuning, static_train_overrides
+from dogbreed.search_space import SearchSpaceError
 from dogbreed.tuning_report import train_overrides, write_best_files
 from tests.conftest import compose_config
 
@@ -89,14 +85,15 @@ def test_objective_must_be_a_printed_metric(no_aws, tmp_path, space):
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"type": "float", "low": 1.0}, "model.lr: missing 'high'"),
-        ({"type": "float", "low": 1.0, "high": 0.1}, "model.lr: low=1.0 must be below high=0.1"),
-        ({"type": "uniform", "low": 0, "high": 1}, "model.lr: type must be float, int or categorical"),
+        ({"type": "float", "low": 1.0}, "parameter model.lr: type float needs high"),
+        ({"type": "float", "low": 1.0, "high": 0.1}, "parameter model.lr: low=1.0 is greater than high=0.1"),
+        ({"type": "uniform", "low": 0, "high": 1}, "parameter model.lr: unknown type 'uniform'"),
+        ({"type": "float", "low": 0.1, "high": 0.5, "step": 0.1}, "model.lr: step=0.1 cannot be sent"),
     ],
 )
-def test_bad_search_space_entries_are_named(entry, message):
-    with pytest.raises(SageMakerSetupError, match=message):
-        search_space_to_sagemaker({"model.lr": entry})
+def test_bad_search_space_entries_are_named(no_aws, tmp_path, entry, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        tuning_request(tmp_path, {"model.lr": entry})
 
 
 def test_tune_only_and_tuned_keys_leave_the_training_jobs_static_overrides():

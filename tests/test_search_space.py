@@ -7,12 +7,8 @@ import re
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from dogbreed.search_space import (
-    SearchSpaceError,
-    format_override,
-    load_search_space,
-    search_space_to_optuna,
-)
+from dogbreed.overrides import format_override
+from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
 from tests.conftest import CONF_DIR, compose_config
 
 

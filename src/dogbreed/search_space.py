@@ -6,8 +6,8 @@ A search-space file maps Hydra override keys of the train config to ranges:
     data.batch_size: {type: categorical, choices: [16, 32, 64]}
     trainer.max_epochs: {type: int, low: 2, high: 10}
 
-The validated `Param`s hold no Optuna object, so other translations (SageMaker parameter ranges) can sit
-beside `search_space_to_optuna` and read the same file.
+The validated `Param`s hold no Optuna object: `search_space_to_optuna` and `search_space_to_sagemaker` (a
+tuning job's parameter ranges) translate the same parsed file.
 """
 
 from __future__ import annotations
@@ -144,22 +144,29 @@ def search_space_to_optuna(space: Mapping[str, Param]) -> dict[str, Any]:
     return out
 
 
-def format_override(name: str, value: Any) -> str:
-    """`model.lr=0.00031` as Hydra's command-line grammar reads it back to the same value."""
-    if value is None:
-        return f"{name}=null"
-    if isinstance(value, bool):
-        return f"{name}={str(value).lower()}"
-    if isinstance(value, float):
-        return f"{name}={value!r}"
-    if isinstance(value, int):
-        return f"{name}={value}"
-    text = str(value)
-    # Quote strings Hydra would otherwise read as another type or split (spaces, commas, brackets).
-    if not text or any(c in text for c in " ,[]{}()='\"\\:") or text.lower() in ("null", "true", "false"):
-        return f"{name}='" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    try:
-        float(text)
-    except ValueError:
-        return f"{name}={text}"
-    return f"{name}='{text}'"
+def search_space_to_sagemaker(space: Mapping[str, Param]) -> dict[str, Any]:
+    """name -> sagemaker.tuner.*Parameter for a HyperparameterTuner (needs the SageMaker SDK).
+
+    SageMaker's ranges have no step: an int's step of 1 is its own; any other step is refused, naming it.
+    """
+    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        if p.step is not None and not (p.type == "int" and p.step == 1):
+            raise SearchSpaceError(
+                f"search space: parameter {name}: step={p.step} cannot be sent to a SageMaker tuning job "
+                "(its ranges have no step); remove the step or use a categorical list of the values"
+            )
+        if p.type == "categorical":
+            out[name] = CategoricalParameter([_sagemaker_text(c) for c in p.choices])
+        else:
+            scaling = "Logarithmic" if p.log else "Linear"
+            parameter = ContinuousParameter if p.type == "float" else IntegerParameter
+            out[name] = parameter(p.low, p.high, scaling_type=scaling)
+    return out
+
+
+def _sagemaker_text(value: Any) -> str:
+    # Hyperparameter values are strings; a boolean as Hydra spells it, so train.py reads it back.
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from dogbreed.overrides import TUNE_ONLY_KEYS, without_keys
 from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
 from dogbreed.tracking.manifest import hydra_overrides
 from dogbreed.tracking.mlflow_study import log_study_result, nest_trial, study_parent_run
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Keys of the tune config that are not part of the train config a trial runs.
-TUNE_ONLY_KEYS = ("tune", "search")
 DIRECTIONS = ("minimize", "maximize")
 
 
@@ -174,7 +174,7 @@ class TrialRunner:
         self.distributions = search_space_to_optuna(self.space)
         self.trials_dir = Path(cfg.run_dir) / "trials"
         # The train settings the study was started with; each trial adds its sampled values.
-        self.overrides = [o for o in hydra_overrides() if not o.lstrip("+~").startswith(TUNE_ONLY_KEYS)]
+        self.overrides = without_keys(hydra_overrides(), TUNE_ONLY_KEYS)
         self.parent_run_id: str | None = None  # the study's MLflow run, when a logger is MLflow
 
     def __call__(self, trial: optuna.Trial) -> float:

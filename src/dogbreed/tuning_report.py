@@ -18,24 +18,20 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from dogbreed.files import write_text_atomic
-from dogbreed.search_space import format_override
+from dogbreed.overrides import TUNE_ONLY_KEYS, format_override, without_keys
 
 if TYPE_CHECKING:  # optuna is the tune extra; a SageMaker tuning job's results are written without it
     import optuna
 
 log = logging.getLogger(__name__)
 
-# Command-line overrides of the tune run that are not train settings (or that the best values replace).
-_NOT_FOR_TRAIN = ("tune.", "search", "hydra.", "run_dir=", "task_name=")
+# Command-line overrides of the tune run that are not train settings (the best values replace the tuned ones).
+NOT_FOR_TRAIN = (*TUNE_ONLY_KEYS, "hydra", "run_dir", "task_name")
 
 
 def train_overrides(tune_overrides: Sequence[str], best_params: dict) -> list[str]:
     """The tune run's own train overrides (data, model, experiment...) followed by the best values."""
-    kept = [
-        o
-        for o in tune_overrides
-        if not o.lstrip("+~").startswith(_NOT_FOR_TRAIN) and o.lstrip("+~").split("=")[0] not in best_params
-    ]
+    kept = without_keys(tune_overrides, NOT_FOR_TRAIN, also=best_params)
     return kept + [format_override(name, value) for name, value in best_params.items()]
 
 

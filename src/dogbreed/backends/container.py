@@ -16,8 +16,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dogbreed.backends.job_spec import override_key, overrides_from_hyperparameters
 from dogbreed.data.folders import SPLITS
+from dogbreed.overrides import override_key, overrides_from_hyperparameters
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,11 @@
-"""What a SageMaker job is told, in plain data: Hydra overrides <-> job hyperparameters, metric regexes,
-the Debugger/Profiler rules it runs.
+"""What a SageMaker job is told, in plain data: metric regexes and the Debugger/Profiler rules it runs
+(hyperparameters <-> Hydra overrides: dogbreed.overrides).
 
 Kept free of the SageMaker SDK so the launcher and the container side (which has no SDK) share it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -24,69 +23,12 @@ from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
 
 log = logging.getLogger(__name__)
 
-# Overrides that describe the launching machine, not the training: the container sets its own.
-LAUNCHER_ONLY_KEYS = (
-    "backend",
-    "hydra",
-    "run_dir",
-    "model_dir",
-    "ckpt_path",
-    "data.root",
-    "task_name",
-    "attach",
-)  # fmt: skip  (one tuple, read as a list)
-
 RULE_DEFAULTS = {"debugger": DEBUGGER_RULE_DEFAULTS, "profiler": PROFILER_RULE_DEFAULTS}
 # SageMaker's profiler report: not a rule of ours but a job that runs every profiler rule itself.
 PROFILER_REPORT = "ProfilerReport"
 
 # A float as MetricLinePrinter prints it (`%.6f`), plus exponents and nan/inf in case a value is odd.
 _NUMBER = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf))"
-
-
-def override_key(override: str) -> str:
-    """The config key an override sets: `++trainer.num_nodes=2` -> `trainer.num_nodes`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _is_launcher_only(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in LAUNCHER_ONLY_KEYS)
-
-
-def hyperparameters_from_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """Hydra overrides (`model.lr=3e-4`, `+x=1`, `~y`) -> job hyperparameters {key: value}, launcher keys out.
-
-    SageMaker hyperparameters are string pairs; the key keeps its `+`/`~` prefix so the container can
-    rebuild the exact override. A deletion without value (`~y`) travels with an empty value.
-    """
-    hyperparameters: dict[str, str] = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if not key or _is_launcher_only(override_key(override)):
-            continue
-        hyperparameters[key] = value
-    return hyperparameters
-
-
-def overrides_from_hyperparameters(hyperparameters: dict[str, object]) -> list[str]:
-    """The inverse: {key: value} -> ['key=value', ...]; values may arrive as numbers from SM_HPS."""
-    overrides = []
-    for key, value in hyperparameters.items():
-        # The toolkit's own settings (sagemaker_program, ...) and the service's (_tuning_objective_metric,
-        # which a tuning job adds to every training job's hyperparameters) are not train.py's.
-        if key.startswith(("sagemaker_", "_")):
-            continue
-        text = _hydra_value(value)
-        overrides.append(key if key.startswith("~") and text == "" else f"{key}={text}")
-    return overrides
-
-
-def _hydra_value(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)  # Hydra's grammar reads JSON lists/dicts of plain values
-    return str(value)
 
 
 def metric_regex(name: str) -> str:

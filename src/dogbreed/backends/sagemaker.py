@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,21 @@ from omegaconf import DictConfig, OmegaConf
 from dogbreed.backends.dry_run import DRY_RUN_BUCKET, DRY_RUN_ROLE, DryRun, show_request
 from dogbreed.backends.job_spec import (
     PROFILER_REPORT,
-    hyperparameters_from_overrides,
     job_rules,
     metric_definitions,
-    override_key,
-    overrides_from_hyperparameters,
     profiler_report_parameters,
 )
 from dogbreed.backends.source_bundle import PROJECT_ROOT, project_root, stage_source
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.diagnostics.outcomes import RuleSpec, sagemaker_rule_parameters
+from dogbreed.overrides import (
+    TUNE_ONLY_KEYS,
+    format_override,
+    hyperparameters_from_overrides,
+    overrides_from_hyperparameters,
+    without_keys,
+)
+from dogbreed.search_space import Param, load_search_space, search_space_to_sagemaker
 
 log = logging.getLogger(__name__)
 
@@ -496,42 +501,6 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- tuning
-def search_space_to_sagemaker(space: dict[str, dict]) -> dict[str, Any]:
-    """{override key: {type: float|int|categorical, low, high, log, choices}} -> SageMaker ranges."""
-    _sdk()
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
-
-    ranges: dict[str, Any] = {}
-    for key, spec in space.items():
-        spec = dict(spec or {})
-        kind = spec.get("type")
-        try:
-            if kind == "categorical":
-                ranges[key] = CategoricalParameter([_hyperparameter_text(c) for c in spec["choices"]])
-            elif kind in ("float", "int"):
-                low, high = spec["low"], spec["high"]
-                if not low < high:
-                    raise ValueError(f"low={low} must be below high={high}")
-                scaling = "Logarithmic" if spec.get("log") else "Linear"
-                parameter = ContinuousParameter if kind == "float" else IntegerParameter
-                ranges[key] = parameter(low, high, scaling_type=scaling)
-            else:
-                raise ValueError(f"type must be float, int or categorical, got {kind!r}")
-        except (KeyError, ValueError, TypeError) as e:
-            missing = f"missing {e}" if isinstance(e, KeyError) else str(e)
-            raise SageMakerSetupError(f"search space entry {key}: {missing}") from None
-    return ranges
-
-
-def _range_low(spec: dict) -> str:
-    spec = dict(spec or {})
-    return _hyperparameter_text(spec["choices"][0] if spec.get("type") == "categorical" else spec["low"])
-
-
-def _hyperparameter_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def tuning_objective(cfg: DictConfig) -> tuple[str, str]:
     """tune.objective / tune.direction, the one objective of a local study and a SageMaker tuning job."""
     from dogbreed.tuning import TuneConfigError, objective_of
@@ -549,26 +518,16 @@ def tuning_objective(cfg: DictConfig) -> tuple[str, str]:
     return objective.metric, objective.direction
 
 
-# Keys of tune.py's config that train.py's does not have: a training job given them dies in Hydra.
-TUNE_ONLY_KEYS = ("search", "tune")
-
-
 def static_train_overrides(overrides: Sequence[str], tuned: Any = ()) -> list[str]:
     """tune.py's overrides as every training job of a tuning job takes them: tune-only keys (search=,
     tune.*) and the tuned keys out; each job gets the tuned values from the service."""
-    static = []
-    for override in overrides:
-        key = override_key(override)
-        if key in tuned or any(key == k or key.startswith(k + ".") for k in TUNE_ONLY_KEYS):
-            continue
-        static.append(override)
-    return static
+    return without_keys(overrides, TUNE_ONLY_KEYS, also=tuned)
 
 
 def build_tuner(
     cfg: DictConfig,
     overrides: Sequence[str],
-    space: dict,
+    space: Mapping[str, Any],
     session: Any,
     role: str,
     source: Path,
@@ -579,7 +538,9 @@ def build_tuner(
 
     tuning = cfg.backend.tuning
     objective, direction = tuning_objective(cfg)
-    ranges = search_space_to_sagemaker(space)
+    params = space if all(isinstance(p, Param) for p in space.values()) else load_search_space(space)
+    _sdk()
+    ranges = search_space_to_sagemaker(params)
     static = static_train_overrides(overrides, ranges)
     for kind in ("debugger", "profiler"):
         if (cfg.backend.get(kind) or {}).get("enabled"):
@@ -588,7 +549,7 @@ def build_tuner(
                 f" use {kind}=on instead (our rules run inside every training job and print rule/* lines)"
             )
     # Each training job gets the static overrides plus one value of every range: check with the lowest.
-    point = [f"{key}={_range_low(spec)}" for key, spec in space.items()]
+    point = [format_override(p.name, p.choices[0] if p.choices else p.low) for p in params.values()]
     check_job_overrides([*static, *point], "every training job of the tuning job")
     estimator = build_estimator(cfg, static, session, role, source, checkpoint_name=tuning_name)
     strategy_config, early_stopping = None, tuning.early_stopping
@@ -631,7 +592,7 @@ def _tuning_job_prefix(name: str) -> str:
     return name[:20]  # the SDK appends a timestamp; tuning job names are capped at 32 characters
 
 
-def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: dict) -> dict:
+def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: Mapping[str, Any]) -> dict:
     """Start (or print, with backend.dry_run) the tuning job; with backend.wait, follow it to the end and
     bring the best job's values and files into the run directory (see `attach_tuning`)."""
     backend = cfg.backend
