@@ -48,7 +48,7 @@ class EpochSeededLoader(DataLoader):
 
     def __init__(self, *args: Any, seed: int, generator: torch.Generator | None = None, **kwargs: Any):
         # `generator` is accepted because Lightning re-creates loaders with their own arguments (DDP).
-        super().__init__(*args, generator=generator or torch.Generator(), **kwargs)
+        super().__init__(*args, generator=generator or torch.Generator(), **kwargs)  # type: ignore[misc]
         self.seed = seed
         self.epoch = 0  # the epoch the next iterator serves
 

@@ -59,15 +59,20 @@ async def read_body_within(request: Request, max_bytes: int, timeout_s: float | 
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body is {declared} bytes, over the limit of {max_bytes}")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLargeError(f"request body is over the limit of {max_bytes} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
+    chunks: list[bytes] = []
+    size = 0
+
+    async def receive() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"request body is over the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+
+    try:  # wait_for, not asyncio.timeout: the latter is Python 3.11+
+        await asyncio.wait_for(receive(), timeout_s)
+    except (TimeoutError, asyncio.TimeoutError):
         raise RequestTimeoutError(
             f"request body not received within {timeout_s:g} s ({size} bytes arrived)"
         ) from None
