@@ -128,7 +128,12 @@ def fit(
     if best:
         # The val/* figures reported at the end (and read by a tuning job's objective) must be those of the
         # weights tested and exported, not of the last epoch.
-        (best_val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        # Not logged again: the loggers keep one val/* point per epoch.
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            (best_val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        finally:
+            trainer.loggers = loggers
         metrics.update({k: float(v) for k, v in best_val.items() if k.startswith("val/")})
 
     if not trainer.is_global_zero:
