@@ -10,6 +10,7 @@ sent or uploaded and no credentials are needed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -235,6 +236,18 @@ def _staged_source(cfg: DictConfig) -> Iterator[Path]:
         yield stage_source(Path(tmp) / "source", job_requirements(cfg.get("logger")))
 
 
+@contextmanager
+def _sdk_never_waits() -> Iterator[None]:
+    """The SDK's fit() blocks until the job ends, whatever `wait` says, when MLFLOW_TRACKING_URI is set and
+    network isolation is on (to forward metrics); the launcher follows jobs itself (backend.wait, attach=)."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def _prepare_job(cfg: DictConfig) -> tuple[DryRun | None, Any, str, Any]:
     """What every job needs first: the dry-run recorder (if any), a session, the checked role, the data."""
     check_job_settings(cfg)
@@ -255,7 +268,8 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         name = job_name_for(backend.base_job_name)
         with _staged_source(cfg) as source_dir:
             estimator = build_estimator(cfg, overrides, session, role, source_dir, checkpoint_name=name)
-            estimator.fit(inputs, wait=False, job_name=name)
+            with _sdk_never_waits():
+                estimator.fit(inputs, wait=False, job_name=name)
         if dry_run is not None:
             return show_request(
                 cfg.run_dir, dry_run.request("CreateTrainingJob"), "training_job_request.json"
