@@ -23,7 +23,7 @@ from dogbreed.errors import exit_on_user_error  # noqa: E402
 def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     if cfg.backend.name == "local":
-        from dogbreed.backends.container import container_callbacks
+        from dogbreed.sagemaker.container import container_callbacks
         from dogbreed.training import fit
 
         metrics = fit(cfg, extra_callbacks=container_callbacks())
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.backend.name == "sagemaker":
         from hydra.core.hydra_config import HydraConfig
 
-        from dogbreed.backends.sagemaker import attach, launch_training
+        from dogbreed.sagemaker.training_job import attach, launch_training
 
         # A SageMakerSetupError (no credentials, AWS refusing, a bad combination) is one `error:` line.
         if cfg.get("attach"):  # an existing training job: follow it, download its results
@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from dogbreed.backends.container import enter_job_environment, sagemaker_argv
+    from dogbreed.sagemaker.container import enter_job_environment, sagemaker_argv
 
     sys.argv = sagemaker_argv(sys.argv, os.environ)
     enter_job_environment(os.environ)

@@ -23,7 +23,8 @@ def main(cfg: DictConfig) -> float | None:
         # The same conf/search file becomes the tuning job's parameter ranges.
         from omegaconf import OmegaConf
 
-        from dogbreed.backends.sagemaker import attach, launch_tuning
+        from dogbreed.sagemaker.training_job import attach
+        from dogbreed.sagemaker.tuning_job import launch_tuning
         from dogbreed.search_space import load_search_space
 
         if cfg.get("attach"):  # an existing tuning job: its best values and files

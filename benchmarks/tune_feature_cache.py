@@ -19,12 +19,13 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dogbreed.tracking.manifest import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,16 +36,6 @@ def compose(overrides: list[str]):
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return hydra_compose("tune", overrides=overrides)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_one(args: argparse.Namespace, data_root: Path, work: Path, cached: bool, repeat: int) -> dict:

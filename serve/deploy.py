@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
         serve_local(cfg)
         return
     if cfg.backend.name == "sagemaker":
-        from dogbreed.backends.sagemaker_endpoint import deploy_endpoint, teardown_endpoint
+        from dogbreed.sagemaker.endpoint import deploy_endpoint, teardown_endpoint
 
         # A SageMakerSetupError (no credentials, AWS refusing, no model) is one `error:` line, exit 2.
         teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.backends.container import (
+from dogbreed.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
+from dogbreed.sagemaker.container import (
     ChannelLayoutError,
     argv_to_overrides,
     container_overrides,
@@ -19,7 +20,6 @@ from dogbreed.backends.container import (
     distributed_environment,
     sagemaker_argv,
 )
-from dogbreed.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # the sagemaker-training toolkit's entry point
 

@@ -10,10 +10,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
-from dogbreed.backends.smdebug_hook import debugger_callbacks, trainable_modules
 from dogbreed.diagnostics.outcomes import sagemaker_rule_parameters
 from dogbreed.network import build_network
+from dogbreed.sagemaker.container.smdebug_hook import debugger_callbacks, trainable_modules
+from dogbreed.sagemaker.session import SageMakerSetupError
+from dogbreed.sagemaker.training_job import launch_training
 from tests.conftest import TINY, compose_config
 
 # SageMaker Debugger's hook needs smdebug in the image: a training image of one's own that has it.

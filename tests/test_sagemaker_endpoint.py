@@ -18,13 +18,13 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from dogbreed.backends.sagemaker import SageMakerSetupError
-from dogbreed.backends.sagemaker_endpoint import (
+from dogbreed.sagemaker.endpoint import (
     EndpointError,
     deploy_endpoint,
     teardown_endpoint,
     wait_until_in_service,
 )
+from dogbreed.sagemaker.session import SageMakerSetupError
 from tests.conftest import CLOSED_PORT, MOTO_BUCKET, ROOT, compose_config
 
 BUCKET = MOTO_BUCKET  # the `aws` fixture creates it on the moto server

@@ -13,8 +13,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dogbreed.backends.job_spec import metric_definitions
-from dogbreed.backends.sagemaker import launch_training, launch_tuning
+from dogbreed.sagemaker.metrics import metric_definitions
+from dogbreed.sagemaker.training_job import launch_training
+from dogbreed.sagemaker.tuning_job import launch_tuning
 from tests.conftest import MOTO_BUCKET, compose_config
 from tests.sagemaker_replay import (
     Host,

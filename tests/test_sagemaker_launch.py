@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.backends.job_spec import RULE_METRIC_NAMES, metric_definitions
-from dogbreed.backends.sagemaker import SageMakerSetupError, launch_training
-from dogbreed.backends.source_bundle import container_requirements, stage_source
 from dogbreed.callbacks import METRIC_NAMES
 from dogbreed.overrides import hyperparameters_from_overrides
+from dogbreed.sagemaker.metrics import RULE_METRIC_NAMES, metric_definitions
+from dogbreed.sagemaker.session import SageMakerSetupError
+from dogbreed.sagemaker.source_bundle import container_requirements, stage_source
+from dogbreed.sagemaker.training_job import launch_training
 from dogbreed.training import fit
 from tests.conftest import CLOSED_PORT, ROOT, TINY, compose_config
 

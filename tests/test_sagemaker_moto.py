@@ -8,7 +8,8 @@ import boto3
 import pytest
 from omegaconf import OmegaConf
 
-from dogbreed.backends.sagemaker import launch_training, launch_tuning
+from dogbreed.sagemaker.training_job import launch_training
+from dogbreed.sagemaker.tuning_job import launch_tuning
 from tests.conftest import MOTO_BUCKET, TINY, compose_config
 
 pytest.importorskip("moto.server")

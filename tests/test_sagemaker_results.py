@@ -18,8 +18,9 @@ import pytest
 from botocore.stub import Stubber
 from omegaconf import OmegaConf
 
-from dogbreed.backends.job_results import attach_tuning
-from dogbreed.backends.sagemaker import launch_training, make_session
+from dogbreed.sagemaker.results import attach_tuning
+from dogbreed.sagemaker.session import make_session
+from dogbreed.sagemaker.training_job import launch_training
 from tests.conftest import MOTO_BUCKET, ROOT, compose_config
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-results"
@@ -205,7 +206,7 @@ def test_missing_data_folder_for_a_sagemaker_job_is_one_error_line(no_aws, tmp_p
     ],
 )
 def test_wrong_job_combinations_stop_before_launch(no_aws, tmp_path, overrides, message):
-    from dogbreed.backends.sagemaker import SageMakerSetupError
+    from dogbreed.sagemaker.session import SageMakerSetupError
 
     overrides = ["backend=sagemaker", "backend.dry_run=true", "experiment=smoke", *overrides]
     with pytest.raises(SageMakerSetupError, match=message):
@@ -237,7 +238,7 @@ def test_security_settings_and_the_sdks_own_config_file_reach_the_request(no_aws
 
 
 def test_a_tuning_job_keeps_a_checkpoint_location_per_tuning_job(no_aws, tmp_path):
-    from dogbreed.backends.sagemaker import launch_tuning
+    from dogbreed.sagemaker.tuning_job import launch_tuning
 
     overrides = ["backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "backend.spot=true"]
     space = {"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
@@ -247,7 +248,7 @@ def test_a_tuning_job_keeps_a_checkpoint_location_per_tuning_job(no_aws, tmp_pat
 
 
 def test_the_endpoints_predictor_sends_image_bytes_and_reads_json():
-    from dogbreed.backends.sagemaker_endpoint import breed_predictor
+    from dogbreed.sagemaker.endpoint import breed_predictor
 
     predictor = breed_predictor("dogbreed-endpoint", sagemaker_session=object())
     assert predictor.content_type == "image/jpeg" and predictor.accept == ("application/json",)

@@ -7,8 +7,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from dogbreed.backends.job_results import best_values
-from dogbreed.backends.sagemaker import SageMakerSetupError, launch_tuning, static_train_overrides
+from dogbreed.sagemaker.results import best_values
+from dogbreed.sagemaker.session import SageMakerSetupError
+from dogbreed.sagemaker.tuning_job import launch_tuning, static_train_overrides
 from dogbreed.search_space import SearchSpaceError
 from dogbreed.tuning_report import train_overrides, write_best_files
 from tests.conftest import compose_config
@@ -106,7 +107,7 @@ def test_tune_only_and_tuned_keys_leave_the_training_jobs_static_overrides():
 
 
 def test_overrides_a_training_job_would_refuse_stop_the_launch():
-    from dogbreed.backends.sagemaker import check_job_overrides
+    from dogbreed.sagemaker.training_job import check_job_overrides
 
     check_job_overrides(["experiment=smoke", "model.lr=0.1", "backend=sagemaker"])  # train.py takes these
     with pytest.raises(SageMakerSetupError, match=r"would refuse its hyperparameters.*'search'"):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dogbreed.backends.source_bundle import stage_source
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder
+from dogbreed.sagemaker.source_bundle import stage_source
 from dogbreed.tracking.data_manifest import data_manifest
 from dogbreed.tracking.git_state import git_state
 from dogbreed.tracking.manifest import build_manifest

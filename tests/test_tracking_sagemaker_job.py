@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.backends.source_bundle import stage_source
 from dogbreed.overrides import hyperparameters_from_overrides
+from dogbreed.sagemaker.source_bundle import stage_source
 from dogbreed.tracking.sagemaker_job import TENSORBOARD_DIR_VAR, job_environment
 from tests.conftest import compose_config
 from tests.test_sagemaker_container import TOOLKIT_TRAIN, fake_opt_ml, run_toolkit

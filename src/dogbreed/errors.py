@@ -38,8 +38,8 @@ FIXABLE_ERRORS = {
     "dogbreed.export": ("ModelDirError",),
     "dogbreed.search_space": ("SearchSpaceError",),
     "dogbreed.tuning": ("TuneConfigError",),
-    "dogbreed.backends.sagemaker": ("SageMakerSetupError",),
-    "dogbreed.backends.container": ("ChannelLayoutError",),
+    "dogbreed.sagemaker.session": ("SageMakerSetupError",),
+    "dogbreed.sagemaker.container": ("ChannelLayoutError",),
     "dogbreed.tracking.mlflow_run": ("MissingExtraError",),
 }
 

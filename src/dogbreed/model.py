@@ -47,7 +47,7 @@ class BreedClassifier(pl.LightningModule):
         self.net = build_network(arch, num_classes, weights, head_hidden, dropout)
         apply_freeze(self.net, freeze)
         if channels_last:
-            # NHWC convolutions are much faster on CPU (2.3x for ResNet50 eval here) and on tensor cores.
+            # NHWC convolutions suit oneDNN on CPUs and tensor cores on GPUs (figures: docs/benchmarks.md).
             self.net = self.net.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         top5 = min(5, num_classes)

@@ -22,8 +22,8 @@ from dogbreed.resume import EpochSeededLoader
 def default_num_workers() -> int:
     """One loader process per core, leaving one core to the main process (at most 32).
 
-    A GPU eats more images than one core decodes: an H100 fine-tuning ResNet50 at ~2,500 images/s needs a
-    dozen or more workers decoding dog-breed JPEGs, so the count follows the machine rather than a small cap.
+    A GPU trains on more images a second than one core decodes, so the count follows the machine rather
+    than a small cap (loader rates per worker: docs/benchmarks.md).
     """
     return max(1, min(32, available_cpus() - 1))
 

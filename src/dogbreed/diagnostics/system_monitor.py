@@ -15,7 +15,7 @@ from dogbreed.diagnostics.io_wait import JobIoWait
 log = logging.getLogger(__name__)
 
 # Thread-state probes of the training job per system sample (every 50 ms at interval_s=0.5): enough for a
-# percentage to compare with IOBottleneck's io_threshold, at ~0.06 ms of CPU per probe (3 threads).
+# percentage to compare with IOBottleneck's io_threshold, at a small CPU cost (docs/benchmarks.md).
 IO_PROBES_PER_SAMPLE = 10
 
 

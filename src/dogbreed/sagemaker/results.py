@@ -20,9 +20,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.backends.sagemaker import SageMakerSetupError
 from dogbreed.files import write_text_atomic
 from dogbreed.overrides import overrides_from_hyperparameters
+from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.backends.dry_run import DryRun, show_request
-from dogbreed.backends.endpoint_autoscaling import (
+from dogbreed.sagemaker.dry_run import DryRun, show_request
+from dogbreed.sagemaker.endpoint_autoscaling import (
     VARIANT,
     AutoscalingSettings,
     autoscaling_settings,
@@ -25,13 +25,13 @@ from dogbreed.backends.endpoint_autoscaling import (
     registered_answers,
     remove_autoscaling,
 )
-from dogbreed.backends.endpoint_model import model_source, stage_model
-from dogbreed.backends.sagemaker import (
+from dogbreed.sagemaker.endpoint_model import model_source, stage_model
+from dogbreed.sagemaker.session import (
     SageMakerSetupError,
-    _sdk,
     check_instance_type,
     make_session,
     resolve_role,
+    sdk,
 )
 from dogbreed.serving.packaging import CODE_DIR, ENTRY_POINT
 
@@ -168,7 +168,7 @@ def wait_until_in_service(client: Any, name: str) -> None:
 
 def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> None:
     """CreateModel, CreateEndpointConfig and CreateEndpoint, all named `name`, through the SDK."""
-    _sdk()
+    sdk()
     from sagemaker.pytorch import PyTorchModel
 
     endpoint = cfg.endpoint
@@ -200,7 +200,7 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
 def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs: Any) -> Any:
     """An SDK Predictor for the endpoint: sends image bytes (image/jpeg; PNG and others decode the same way)
     and reads the JSON answer; `breed_predictor(name).predict(open("dog.jpg", "rb").read())`."""
-    _sdk()
+    sdk()
     from sagemaker.deserializers import JSONDeserializer
     from sagemaker.predictor import Predictor
     from sagemaker.serializers import IdentitySerializer

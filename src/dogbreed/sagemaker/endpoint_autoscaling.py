@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.backends.sagemaker import SageMakerSetupError
+from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.backends.sagemaker import SageMakerSetupError
 from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
+from dogbreed.sagemaker.session import SageMakerSetupError
 from dogbreed.serving.packaging import pack_model
 
 log = logging.getLogger(__name__)

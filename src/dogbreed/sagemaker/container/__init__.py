@@ -238,6 +238,6 @@ def container_callbacks() -> list:
     """Extra callbacks for fit() in a SageMaker job: the Debugger hook when the job configured one."""
     if not in_sagemaker_job():
         return []
-    from dogbreed.backends.smdebug_hook import debugger_callbacks
+    from dogbreed.sagemaker.container.smdebug_hook import debugger_callbacks
 
     return debugger_callbacks(base_dir())

@@ -1,1 +1,0 @@
-"""Where a run happens: in this process (training.fit) or as a SageMaker job running the same train.py."""
