@@ -7,7 +7,6 @@ cannot break it (smdebug's hooks crash on them).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,17 +23,19 @@ from dogbreed.diagnostics.outcomes import (
     act_on_issue,
     outcome_from,
     parse_rule_specs,
-    rule_metric_lines,
 )
+from dogbreed.diagnostics.rule_callback import RuleCallback
 from dogbreed.diagnostics.tensor_history import TensorHistory, gradient_percentiles, layer_statistics
 
 log = logging.getLogger(__name__)
 
 
-class TensorDebugger(pl.Callback):
+class TensorDebugger(RuleCallback):
     """Collect losses (every step) and per-layer gradient/weight statistics (every `save_interval` steps),
     evaluate the debugger rules as training goes (acting on `action: stop`), and write
     `<out_dir>/{losses,layer_stats}.csv`, `rule_outcomes.json`, plots and the run's HTML report."""
+
+    kind = "debugger"
 
     def __init__(
         self,
@@ -47,11 +48,10 @@ class TensorDebugger(pl.Callback):
     ) -> None:
         if int(save_interval) < 1:
             raise ValueError(f"debugger save_interval={save_interval} must be >= 1")
-        self.out_dir = Path(out_dir)
+        super().__init__(out_dir, plots, report)
         self.specs = parse_rule_specs(rules, DEBUGGER_RULE_DEFAULTS, "rules.debugger")
         self.save_interval = int(save_interval)
         self.val_loss_key = val_loss_key
-        self.plots, self.report = plots, report
         self.history = TensorHistory()
         self.findings: dict[str, Finding] = {}
         self._pending: list[tuple[int, int, torch.Tensor]] = []
@@ -60,11 +60,6 @@ class TensorDebugger(pl.Callback):
         self._step = 0
         self._epoch_start_index = 0
         self._val_start_index = 0
-        self._finished = False
-        self._writes = True  # only rank zero writes files under DDP
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._writes = trainer.is_global_zero
 
     # ---- collection -------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -168,37 +163,17 @@ class TensorDebugger(pl.Callback):
             for name, spec in self.specs.items()
         ]
 
-    # ---- outputs ----------------------------------------------------------------------------------
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish(trainer)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._finish(None)  # after an exception: keep what was collected
-
-    def _finish(self, trainer: pl.Trainer | None) -> None:
-        if self._finished:
-            return
-        self._finished = True
+    # ---- outputs (the lifecycle is RuleCallback's) ---------------------------------------------------
+    def _stop_collecting(self) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
         self._flush()
-        self._evaluate(trainer)
-        if not self._writes:
-            return
+
+    def _write_data(self) -> None:
         self.history.write_csv(self.out_dir)
-        outcomes = [o.to_dict() for o in self.outcomes()]
-        (self.out_dir / "rule_outcomes.json").write_text(json.dumps(outcomes, indent=2, default=str))
-        for o in outcomes:
-            log.info("debugger rule %s: %s %s", o["rule"], o["status"], o["message"])
-        # One `rule/<name>=<status>` line per rule: the job's metric definitions read them (1 issues, 0 none).
-        print(rule_metric_lines(outcomes), flush=True)
-        if self.plots:
-            from dogbreed.diagnostics.plots import plot_debugger
 
-            plot_debugger(self.history, self.out_dir / "plots")
-        if self.report:
-            from dogbreed.diagnostics.report import write_report
+    def _write_plots(self) -> None:
+        from dogbreed.diagnostics.plots import plot_debugger
 
-            write_report(self.out_dir.parent)
+        plot_debugger(self.history, self.out_dir / "plots")

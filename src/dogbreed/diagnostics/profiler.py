@@ -29,7 +29,6 @@ from dogbreed.diagnostics.outcomes import (
     not_evaluated,
     outcome_from,
     parse_rule_specs,
-    rule_metric_lines,
 )
 from dogbreed.diagnostics.profiler_rules import (
     PROFILER_CHECKS,
@@ -38,14 +37,17 @@ from dogbreed.diagnostics.profiler_rules import (
     ProfileData,
     StepTiming,
 )
+from dogbreed.diagnostics.rule_callback import RuleCallback
 from dogbreed.diagnostics.system_monitor import SystemMonitor
 
 log = logging.getLogger(__name__)
 
 
-class TrainingProfiler(pl.Callback):
+class TrainingProfiler(RuleCallback):
     """Write `<out_dir>/{system,steps}.csv`, `summary.json`, `rule_outcomes.json`, plots, an optional
     torch profiler trace (`torch_trace.json`, open it in Perfetto or chrome://tracing) and the report."""
+
+    kind = "profiler"
 
     def __init__(
         self,
@@ -58,12 +60,11 @@ class TrainingProfiler(pl.Callback):
         plots: bool = True,
         report: bool = True,
     ) -> None:
-        self.out_dir = Path(out_dir)
+        super().__init__(out_dir, plots, report)
         self.specs = parse_rule_specs(rules, PROFILER_RULE_DEFAULTS, "rules.profiler")
         self.monitor = SystemMonitor(interval_s=float(interval_s))
         self.torch_trace_steps, self.torch_trace_start = int(torch_trace_steps), int(torch_trace_start)
         self.synchronize_cuda = bool(synchronize_cuda) and torch.cuda.is_available()
-        self.plots, self.report = plots, report
         self.steps: list[StepTiming] = []
         self.findings: dict[str, Finding | str] = {}
         self.num_workers: int | None = None
@@ -71,11 +72,6 @@ class TrainingProfiler(pl.Callback):
         self._last_end: float | None = None
         self._start = 0.0
         self._trace: torch.profiler.profile | None = None
-        self._finished = False
-        self._writes = True  # only rank zero writes files under DDP
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._writes = trainer.is_global_zero
 
     # ---- timing -----------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -167,14 +163,7 @@ class TrainingProfiler(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._evaluate(trainer)
 
-    # ---- outputs ----------------------------------------------------------------------------------
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish(trainer)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._finish(None)  # also stops the sampling thread after an exception
-
+    # ---- outputs (the lifecycle is RuleCallback's) ---------------------------------------------------
     def summary(self) -> dict[str, Any]:
         data = self.data()
         totals = [s.total_s for s in data.steps]
@@ -197,16 +186,11 @@ class TrainingProfiler(pl.Callback):
             facts["torch trace"] = str(self.out_dir / "torch_trace.json")
         return facts
 
-    def _finish(self, trainer: pl.Trainer | None) -> None:
-        if self._finished:
-            return
-        self._finished = True
+    def _stop_collecting(self) -> None:
         self._stop_trace()
         self.monitor.stop()
-        self._evaluate(trainer)
-        if not self._writes:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def _write_data(self) -> None:
         self.monitor.write_csv(self.out_dir / "system.csv", self._t0)
         with open(self.out_dir / "steps.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["step", "epoch", "start", "data_wait_s", "compute_s"])
@@ -214,17 +198,8 @@ class TrainingProfiler(pl.Callback):
             for s in self.steps:
                 writer.writerow({**asdict(s), "start": round(s.start - self._t0, 4)})
         (self.out_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2))
-        outcomes = [o.to_dict() for o in self.outcomes()]
-        (self.out_dir / "rule_outcomes.json").write_text(json.dumps(outcomes, indent=2, default=str))
-        for o in outcomes:
-            log.info("profiler rule %s: %s %s", o["rule"], o["status"], o["message"])
-        # One `rule/<name>=<status>` line per rule: the job's metric definitions read them (1 issues, 0 none).
-        print(rule_metric_lines(outcomes), flush=True)
-        if self.plots:
-            from dogbreed.diagnostics.plots import plot_profiler
 
-            plot_profiler(self.monitor.samples, self.steps, self._t0, self.out_dir / "plots")
-        if self.report:
-            from dogbreed.diagnostics.report import write_report
+    def _write_plots(self) -> None:
+        from dogbreed.diagnostics.plots import plot_profiler
 
-            write_report(self.out_dir.parent)
+        plot_profiler(self.monitor.samples, self.steps, self._t0, self.out_dir / "plots")
