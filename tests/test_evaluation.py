@@ -7,13 +7,13 @@ import csv
 import pytest
 import torch
 
-from dogbreed.evaluation import write_report
+from dogbreed.evaluation import write_evaluation_report
 
 
 def test_report_tables_and_image(tmp_path):
     names = ["001.Beagle", "002.Boxer", "003.Poodle"]
     confusion = torch.tensor([[8, 2, 0], [0, 5, 5], [0, 0, 4]])
-    summary = write_report(confusion, names, tmp_path)
+    summary = write_evaluation_report(confusion, names, tmp_path)
     assert summary["accuracy"] == 17 / 24
     assert summary["mean_class_accuracy"] == pytest.approx((0.8 + 0.5 + 1.0) / 3)
     with open(tmp_path / "per_class_accuracy.csv") as f:

@@ -16,7 +16,7 @@ import torch
 from dogbreed.export import display_name, load_model
 
 
-def write_report(
+def write_evaluation_report(
     confusion: torch.Tensor, class_names: list[str], out_dir: str | Path, top_pairs: int = 20
 ) -> dict:
     """Write per_class_accuracy.csv, confused_pairs.csv and confusion_matrix.png; return a summary.
@@ -110,7 +110,7 @@ def evaluate_model_dir(
         confusion += torch.bincount(
             targets * len(model.class_names) + predicted, minlength=len(model.class_names) ** 2
         ).reshape(confusion.shape)
-    summary = write_report(confusion, model.class_names, out_dir)
+    summary = write_evaluation_report(confusion, model.class_names, out_dir)
     (Path(out_dir) / "evaluation.json").write_text(json.dumps(summary, indent=2))
     return summary
 

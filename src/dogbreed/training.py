@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from dogbreed.acceleration import configure_backends, maybe_compile, resolve_precision
 from dogbreed.callbacks import format_metric_lines
 from dogbreed.config_schema import check_train_config
-from dogbreed.evaluation import write_report
+from dogbreed.evaluation import write_evaluation_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
 from dogbreed.resume import EpochSeeding, finished_run_metrics
@@ -154,7 +154,9 @@ def fit(
         add_inference_code(model_dir)
         log.info("exported model to %s", model_dir)
 
-    evaluation = write_report(model.last_test_confusion, datamodule.class_names, run_dir / "evaluation")
+    evaluation = write_evaluation_report(
+        model.last_test_confusion, datamodule.class_names, run_dir / "evaluation"
+    )
     skipped = datamodule.skipped_images
     if skipped:
         (run_dir / "skipped_images.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))

@@ -1,7 +1,7 @@
 """One self-contained HTML report (plots embedded as base64 PNG) and a JSON summary of every rule outcome.
 
-Both callbacks call write_report(run_dir) when they finish; it gathers whatever the debugger (debug/) and
-the profiler (profile/) have written, so the last call produces the complete report.
+Both callbacks call write_diagnostics_report(run_dir) when they finish; it gathers whatever the debugger
+(debug/) and the profiler (profile/) have written, so the last call produces the complete report.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _embedded_plots(plot_dir: Path) -> str:
     return "".join(parts)
 
 
-def write_report(run_dir: str | Path) -> Path:
+def write_diagnostics_report(run_dir: str | Path) -> Path:
     """Write <run_dir>/rule_summary.json and <run_dir>/diagnostics_report.html from debug/ and profile/."""
     run_dir = Path(run_dir)
     all_outcomes: list[dict] = []

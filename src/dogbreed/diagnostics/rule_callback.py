@@ -76,6 +76,6 @@ class RuleCallback(pl.Callback):
         if self.plots:
             self._write_plots()
         if self.report:
-            from dogbreed.diagnostics.report import write_report
+            from dogbreed.diagnostics.report import write_diagnostics_report
 
-            write_report(self.out_dir.parent)
+            write_diagnostics_report(self.out_dir.parent)
