@@ -3,6 +3,9 @@
 model/
   weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
   model.json        architecture, head, class names and preprocessing settings
+  model.onnx, model.int8.onnx   the optimised inference artifact (dogbreed.inference_artifact), when made
+
+    python -m dogbreed.export optimize <model_dir> --calibration <image folder>   (see main())
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from dogbreed.preprocessing import Preprocessing
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "model.json"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+# Made from one set of weights: never carried into a new export (the new weights get their own).
+ARTIFACT_FILES = (ONNX_FILE, INT8_FILE)
 
 
 class ModelDirError(ValueError):
@@ -70,7 +77,7 @@ def export_model(
         (staged / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         if out_dir.is_dir():
             for extra in out_dir.iterdir():
-                if extra.name in (WEIGHTS_FILE, CONFIG_FILE):
+                if extra.name in (WEIGHTS_FILE, CONFIG_FILE, *ARTIFACT_FILES):
                     continue
                 if extra.is_dir():
                     shutil.copytree(extra, staged / extra.name, symlinks=True)
@@ -172,3 +179,15 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
         ) from exc
     net = net.to(memory_format=torch.channels_last)
     return BreedModel(net, class_names, preprocessing, arch).to(device)
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m dogbreed.export optimize <model_dir> --calibration <image folder>: see optimize_command."""
+    from dogbreed.optimize_command import main as optimize_main
+
+    return optimize_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
