@@ -41,6 +41,8 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu",
+    # The optimised inference artifact adds seconds to each export; tests of it turn it on themselves.
+    "onnx.enabled=false",
 ]
 
 

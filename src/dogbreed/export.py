@@ -147,8 +147,18 @@ class BreedModel:
         ]
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> BreedModel:
-    """Rebuild the network from model.json and load weights.pt, refusing pickled code."""
+@dataclass
+class ModelDescription:
+    """model.json read and checked: what serving needs besides the network itself."""
+
+    arch: str
+    class_names: list[str]
+    preprocessing: Preprocessing
+    config: dict
+
+
+def read_model_description(model_dir: str | Path) -> ModelDescription:
+    """model.json of an exported model directory (weights.pt must be there too)."""
     model_dir = Path(model_dir)
     config_path, weights_path = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -160,6 +170,16 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelDirError(f"{config_path} is not a valid model description: {exc!r}") from exc
+    return ModelDescription(arch, class_names, preprocessing, config)
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> BreedModel:
+    """Rebuild the network from model.json and load weights.pt, refusing pickled code."""
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
+    description = read_model_description(model_dir)
+    arch, class_names, preprocessing = description.arch, description.class_names, description.preprocessing
+    config = description.config
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError

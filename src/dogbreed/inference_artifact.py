@@ -33,7 +33,7 @@ import torch
 from dogbreed.acceleration import available_cpus
 from dogbreed.export import CONFIG_FILE, INT8_FILE, ONNX_FILE, WEIGHTS_FILE, BreedModel, load_model
 from dogbreed.files import write_text_atomic
-from dogbreed.runtimes import available_runtimes, import_runtime, open_session
+from dogbreed.runtimes import RuntimeUnavailable, available_runtimes, import_runtime, open_session
 
 log = logging.getLogger(__name__)
 
@@ -300,3 +300,30 @@ def summary(record: dict) -> str:
             f"{worst_agree:.4f} on {entry['parity_images']['count']} images ({', '.join(entry['parity'])})"
         )
     return "\n".join(lines)
+
+
+def split_images(datamodule, split: str) -> list[Path]:
+    """The image files of one split of a (feature or image) data module."""
+    images = getattr(datamodule, "images", datamodule)  # a feature-cache module wraps the image one
+    dataset = images.datasets.get(split)
+    return [Path(path) for path, _ in dataset.samples] if dataset is not None else []
+
+
+def add_artifact_after_training(model_dir: str | Path, cfg, datamodule) -> dict | None:
+    """fit()'s export step: calibrate on training images, check on validation images. The model is already
+    exported whole; a missing extra or a failure here is logged, never lost training."""
+    settings = ArtifactSettings.from_config(cfg)
+    sources = {"calibration": "training split", "parity": "validation split"}
+    try:
+        record = optimize_model_dir(
+            model_dir, split_images(datamodule, "train"), split_images(datamodule, "valid"), settings, sources
+        )
+    except (ArtifactError, RuntimeUnavailable) as exc:
+        log.warning("optimised inference artifact skipped (serving will use torch): %s", exc)
+        return None
+    except Exception:
+        log.exception("optimised inference artifact failed (the model is exported; serving will use torch)")
+        return None
+    for line in summary(record).splitlines():
+        log.info("inference artifact %s", line)
+    return record

@@ -3,6 +3,9 @@
 SageMaker's PyTorch inference container extracts model.tar.gz to /opt/ml/model, puts code/ on the path,
 pip-installs code/requirements.txt and imports code/inference.py. dogbreed is not on PyPI, so code/ carries
 a copy of the package itself; torch and torchvision come with the container and are never reinstalled.
+A model holding the optimised inference artifact also lists the runtime that `engine=auto` runs it with
+(OpenVINO): the container installs it at start-up, which needs PyPI (see docs/serving-performance.md for
+endpoints under network isolation).
 
     python -m dogbreed.serving.packaging runs/train/<run>/model [--out model.tar.gz]
 """
@@ -10,6 +13,7 @@ a copy of the package itself; torch and torchvision come with the container and 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -41,6 +45,17 @@ numpy
 """
 
 
+# The runtime engine=auto prefers, for models with an optimised artifact (wheels for Python 3.9-3.13).
+RUNTIME_REQUIREMENT = "openvino>=2024.4\n"
+
+
+def requirements_for(model_dir: Path) -> str:
+    """REQUIREMENTS, plus the runtime when model.json records a kept optimised artifact."""
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    kept = [entry for entry in (config.get("artifacts") or {}).values() if entry.get("file")]
+    return REQUIREMENTS + RUNTIME_REQUIREMENT if kept else REQUIREMENTS
+
+
 def add_inference_code(model_dir: str | Path) -> Path:
     """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/)."""
     model_dir = Path(model_dir)
@@ -55,7 +70,7 @@ def add_inference_code(model_dir: str | Path) -> Path:
         package = Path(dogbreed.__file__).resolve().parent
         shutil.copytree(package, staged / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
-        (staged / "requirements.txt").write_text(REQUIREMENTS)
+        (staged / "requirements.txt").write_text(requirements_for(model_dir))
         replace_dir(staged, code)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
