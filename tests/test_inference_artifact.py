@@ -20,26 +20,12 @@ from dogbreed.serving.decoding import read_request
 from dogbreed.serving.engine import InferenceEngine
 from dogbreed.serving.engine_choice import EngineUnavailable, choose_engine
 from dogbreed.serving.packaging import REQUIREMENTS, add_inference_code
-from tests.conftest import ROOT, TINY, compose_config
+from tests.conftest import ROOT
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.slow  # trains a tiny model
 
-# A tiny net answers with flat probabilities, where INT8 flips more top-1s than on a trained ResNet50: these
-# limits let its INT8 version through so that serving it can be tested; refusal is tested with strict ones.
-LOOSE_INT8 = ["onnx.parity.int8.max_prob_diff=0.5", "onnx.parity.int8.min_top1_agreement=0.5"]
-
-
-@pytest.fixture(scope="module")
-def optimized_run(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dogbreed.training import fit
-
-    run_dir = tmp_path_factory.mktemp("optimized-run")
-    overrides = [*TINY, f"data.root={shapes3}", "trainer.max_epochs=3", "onnx.enabled=true",
-                 "onnx.calibration_size=48", "onnx.parity_size=36", *LOOSE_INT8]  # fmt: skip
-    fit(compose_config(run_dir, overrides))
-    return run_dir / "model"
 
 
 def copy_model(model_dir: Path, tmp_path: Path) -> Path:
