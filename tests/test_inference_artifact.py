@@ -77,9 +77,9 @@ def test_a_version_outside_the_limits_is_refused_with_a_message_and_never_served
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 1, done.stderr
     assert "int8 refused: outside the parity limits, not kept and never served" in done.stderr
-    assert "max |Δprob|" in done.stdout and "> 0" in done.stdout
     int8 = json.loads((model_dir / "model.json").read_text())["artifacts"]["int8"]
-    assert "refused" in int8 and "file" not in int8
+    assert set(int8["refused"]) == {"openvino", "onnxruntime"} and "file" not in int8
+    assert "int8 on openvino: REFUSED (max |Δprob|" in done.stdout
     assert not (model_dir / "model.int8.onnx").exists()  # the earlier INT8 file went with it
 
     # auto serves the fp32 version that passed; naming a runtime serves it too.
@@ -92,11 +92,15 @@ def test_figures_beyond_their_limits_or_other_weights_are_refused_at_load(optimi
     model_dir = copy_model(optimized_run, tmp_path)
     config = json.loads((model_dir / "model.json").read_text())
     for entry in config["artifacts"].values():
-        entry["parity"]["openvino"]["top1_agreement"] = 0.2  # as if it had disagreed
+        entry["parity"]["openvino"]["top1_agreement"] = 0.2  # as if it had disagreed on OpenVINO only
     (model_dir / "model.json").write_text(json.dumps(config))
-    refused = r"engine=openvino cannot serve .*disagrees .*top-1 agreement 0.2"
+    refused = r"engine=openvino cannot serve .*disagrees .*on openvino: top-1 agreement 0.2"
     with pytest.raises(EngineUnavailable, match=refused):
         InferenceEngine.load(model_dir, device="cpu", engine="openvino")
+    assert InferenceEngine.load(model_dir, device="cpu", engine="auto").name == "onnxruntime int8"
+    for entry in config["artifacts"].values():
+        entry["parity"]["onnxruntime"]["max_prob_diff"] = 0.9
+    (model_dir / "model.json").write_text(json.dumps(config))
     assert InferenceEngine.load(model_dir, device="cpu", engine="auto").name == "torch torch.float32"
 
     other = copy_model(optimized_run, tmp_path / "other")

@@ -1,8 +1,9 @@
 """python -m dogbreed.export optimize <model_dir> --calibration <image folder>
 
 Adds the optimised inference artifact (dogbreed.inference_artifact) to an exported model: one made before
-the artifact existed, or with other settings. Exit status 0 when every version was kept, 1 when one was
-refused for disagreeing with the PyTorch network beyond the parity limits, 2 when nothing could be made.
+the artifact existed, or with other settings. Prints each version's figures per runtime and which runtimes
+refused it. Exit status 0 when every version was kept for at least one runtime, 1 when one was refused by
+every runtime (disagreeing with the PyTorch network beyond the parity limits), 2 when nothing was made.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dogbreed.inference_artifact import (
     ArtifactSettings,
     ParityLimits,
     image_files,
+    not_kept,
     optimize_model_dir,
     pick,
     summary,
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary(record))
-    refused = [p for p, entry in record.items() if "refused" in entry]
+    refused = not_kept(record)
     if refused:
         print(
             f"error: {', '.join(refused)} refused: outside the parity limits, not kept and never served",

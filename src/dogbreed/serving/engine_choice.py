@@ -1,11 +1,10 @@
 """Which engine serves a model directory: an ONNX runtime on the optimised artifact, or torch.
 
-`auto` takes the fastest runtime installed here (dogbreed.runtimes.RUNTIMES order) on the best version the
-model directory holds (INT8, then fp32), and falls back to torch with one log line saying why when no
-runtime is installed or no version is fit to serve. A version is fit to serve when model.json records it as
-kept, its file is the one recorded (sha256), it was made from the weights beside it, and its recorded
-parity figures are within their recorded limits. Naming a runtime (`openvino`, `onnxruntime`) makes any of
-these an error instead of a fallback.
+`auto` takes the fastest (runtime, version) pair (RANKING) that is installed here and fit to serve, and
+falls back to torch with one log line saying why when none is. A version is fit to serve with a runtime
+when model.json records it as kept and checked with that runtime, its parity figures there are within
+their recorded limits, its file is the one checked (sha256) and it was made from the weights beside it.
+Naming a runtime (`openvino`, `onnxruntime`) makes a failure an error instead of a fallback.
 """
 
 from __future__ import annotations
@@ -21,7 +20,9 @@ from dogbreed.runtimes import RUNTIMES, RuntimeUnavailable, import_runtime
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", *RUNTIMES, "torch")
-PREFERRED_PRECISIONS = ("int8", "fp32")
+# (runtime, version) pairs, fastest first by measurement (docs/serving-performance.md); auto takes the
+# first one installed here and fit to serve.
+RANKING = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 
 
 class EngineUnavailable(ModelDirError):
@@ -36,45 +37,23 @@ class EngineChoice:
     reason: str = ""  # why torch, when auto fell back to it
 
 
-def artifact_problem(model_dir: Path, entry: dict, weights_sha: str) -> str | None:
-    """Why this artifact record must not be served, or None when it may."""
-    if "refused" in entry:
-        return f"refused at export ({entry['refused']})"
+def artifact_problem(model_dir: Path, entry: dict, runtime: str, weights_sha: str) -> str | None:
+    """Why `runtime` must not serve this version of the artifact, or None when it may."""
+    refused = entry.get("refused") or {}
+    if runtime in refused:
+        return f"refused for {runtime} at export ({refused[runtime]})"
     path = model_dir / str(entry.get("file", ""))
     if not entry.get("file") or not path.is_file():
         return f"{path} is missing"
     if entry.get("weights_sha256") != weights_sha:
         return f"{path.name} was made from other weights than {WEIGHTS_FILE} (exported again since?)"
-    limits = ParityLimits(**entry["limits"])
-    for runtime, figures in (entry.get("parity") or {}).items():
-        why = Parity(**figures).refusal(limits)
-        if why:
-            return f"{path.name} disagrees with the PyTorch network on {runtime}: {why}"
-    if not entry.get("parity"):
-        return f"{path.name} has no parity figures"
-    if sha256_of(path) != entry.get("sha256"):
-        return f"{path} is not the file that was checked (sha256 differs)"
+    figures = (entry.get("parity") or {}).get(runtime)
+    if figures is None:
+        return f"{path.name} was never checked with {runtime} (run python -m dogbreed.export optimize here)"
+    why = Parity(**figures).refusal(ParityLimits(**entry["limits"]))
+    if why:
+        return f"{path.name} disagrees with the PyTorch network on {runtime}: {why}"
     return None
-
-
-def servable_artifacts(
-    model_dir: Path, description: ModelDescription
-) -> tuple[list[tuple[str, Path]], list[str]]:
-    """The versions fit to serve, best first, as (precision, path); and why each other one is not."""
-    record = description.config.get(ARTIFACTS_KEY) or {}
-    if not record:
-        return [], ["the model directory has no optimised artifact (python -m dogbreed.export optimize ...)"]
-    weights_sha = sha256_of(model_dir / WEIGHTS_FILE)
-    servable, problems = [], []
-    for precision in PREFERRED_PRECISIONS:
-        if precision not in record:
-            continue
-        why = artifact_problem(model_dir, record[precision], weights_sha)
-        if why:
-            problems.append(f"{precision}: {why}")
-        else:
-            servable.append((precision, model_dir / record[precision]["file"]))
-    return servable, problems
 
 
 def choose_engine(
@@ -87,20 +66,34 @@ def choose_engine(
         return EngineChoice("torch")
     model_dir = Path(model_dir)
     candidates = RUNTIMES if requested == "auto" else (requested,)
-    installed, missing = [], []
+    installed, problems = [], []
     for runtime in candidates:
         try:
             import_runtime(runtime)
             installed.append(runtime)
         except RuntimeUnavailable as exc:
-            missing.append(str(exc))
-    servable, problems = servable_artifacts(model_dir, description) if installed else ([], [])
-    if installed and servable:
-        precision, path = servable[0]
-        for problem in problems:  # a better version was refused: say so once, even when serving another
-            log.warning("not serving %s", problem)
-        return EngineChoice(installed[0], path, precision)
-    reason = "; ".join(missing if not installed else problems)
+            problems.append(str(exc))
+    record = description.config.get(ARTIFACTS_KEY) or {}
+    if installed and not record:
+        problems.append("the model directory has no optimised artifact (python -m dogbreed.export optimize)")
+    if installed and record:
+        weights_sha = sha256_of(model_dir / WEIGHTS_FILE)
+        checked: dict[str, bool] = {}  # file sha256 checked once per file
+        for runtime, precision in RANKING:
+            if runtime not in installed or precision not in record:
+                continue
+            entry = record[precision]
+            why = artifact_problem(model_dir, entry, runtime, weights_sha)
+            if why is None and entry["file"] not in checked:
+                checked[entry["file"]] = sha256_of(model_dir / entry["file"]) == entry.get("sha256")
+            if why is None and not checked[entry["file"]]:
+                why = f"{model_dir / entry['file']} is not the file that was checked (sha256 differs)"
+            if why is None:
+                for problem in problems:  # a faster pair was refused: say so once, even when serving
+                    log.warning("not serving %s", problem)
+                return EngineChoice(runtime, model_dir / entry["file"], precision)
+            problems.append(f"{precision} on {runtime}: {why}")
+    reason = "; ".join(problems)
     if requested != "auto":
         raise EngineUnavailable(f"engine={requested} cannot serve {model_dir}: {reason}")
     log.warning("engine=auto: serving with torch because %s", reason)
