@@ -24,7 +24,7 @@ from tests.conftest import ROOT
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
-pytestmark = pytest.mark.slow  # trains a tiny model
+pytestmark = pytest.mark.slow  # most tests share a tiny training run
 
 
 
@@ -128,3 +128,15 @@ def test_packaged_requirements_list_the_runtime_only_for_models_with_an_artifact
     assert requirements.startswith(REQUIREMENTS)
     listed = [line for line in requirements.splitlines() if line and not line.startswith("#")]
     assert listed == ["Pillow", "numpy", "openvino>=2024.4"]
+
+
+def test_training_makes_the_artifact_by_default_and_tuning_trials_skip_it():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        train, tune = compose("train"), compose("tune")
+    assert train.onnx.enabled is True and train.onnx.quantize == "int8"
+    assert train.onnx.calibration_size == 300
+    assert tune.onnx.enabled is False
