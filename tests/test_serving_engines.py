@@ -21,7 +21,7 @@ from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.packaging import pack_model
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
-from tests.conftest import CONF_DIR, ROOT
+from tests.conftest import CONF_DIR, ROOT, TINY
 from tests.serving_support import invoke, request, running_server
 
 pytest.importorskip("openvino")
@@ -132,3 +132,21 @@ def test_sagemaker_handler_service_answers_through_the_artifact_as_the_local_ser
         expected = reference.probabilities(reference.preprocess([image]))[0].tolist()
         assert h["probabilities"] == pytest.approx(expected, abs=0.5)
         assert h["probabilities"] != pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_without_the_extras_training_exports_the_model_and_says_the_artifact_was_skipped(shapes3, tmp_path):
+    blocker = runtime_blocker(tmp_path / "no-runtimes")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT / 'src'}"}
+    run_dir = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith("onnx.")]
+    command = [sys.executable, "train.py", *overrides, f"data.root={shapes3}", "trainer.max_epochs=1",
+               "onnx.enabled=true", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "optimised inference artifact skipped (serving will use torch)" in output
+    assert "pip install 'dogbreed[onnx]'" in output
+    config = json.loads((run_dir / "model" / "model.json").read_text())
+    assert "artifacts" not in config and not (run_dir / "model" / "model.onnx").exists()
+    assert (run_dir / "metrics.json").is_file()
