@@ -45,15 +45,25 @@ numpy
 """
 
 
-# The runtime engine=auto prefers, for models with an optimised artifact (wheels for Python 3.9-3.13).
-RUNTIME_REQUIREMENT = "openvino>=2024.4\n"
+# The runtimes engine=auto prefers, in order, for a model with an optimised artifact.
+RUNTIME_REQUIREMENTS = {"openvino": "openvino>=2024.4\n", "onnxruntime": "onnxruntime>=1.18\n"}
 
 
 def requirements_for(model_dir: Path) -> str:
-    """REQUIREMENTS, plus the runtime when model.json records a kept optimised artifact."""
+    """REQUIREMENTS, plus the first runtime (OpenVINO, else ONNX Runtime) that may serve a version of the
+    optimised artifact that model.json records as kept: checked with it and not refused by it."""
     config = json.loads((model_dir / CONFIG_FILE).read_text())
-    kept = [entry for entry in (config.get("artifacts") or {}).values() if entry.get("file")]
-    return REQUIREMENTS + RUNTIME_REQUIREMENT if kept else REQUIREMENTS
+    servable = {
+        runtime
+        for entry in (config.get("artifacts") or {}).values()
+        if entry.get("file")
+        for runtime in entry.get("parity") or {}
+        if runtime not in (entry.get("refused") or {})
+    }
+    for runtime, requirement in RUNTIME_REQUIREMENTS.items():
+        if runtime in servable:
+            return REQUIREMENTS + requirement
+    return REQUIREMENTS
 
 
 def add_inference_code(model_dir: str | Path) -> Path:
