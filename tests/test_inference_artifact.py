@@ -101,7 +101,7 @@ def test_figures_beyond_their_limits_or_other_weights_are_refused_at_load(optimi
     for entry in config["artifacts"].values():
         entry["parity"]["onnxruntime"]["max_prob_diff"] = 0.9
     (model_dir / "model.json").write_text(json.dumps(config))
-    assert InferenceEngine.load(model_dir, device="cpu", engine="auto").name == "torch torch.float32"
+    assert InferenceEngine.load(model_dir, device="cpu", engine="auto").name == "torch fuse"
 
     other = copy_model(optimized_run, tmp_path / "other")
     state = torch.load(other / "weights.pt", weights_only=True)

@@ -82,7 +82,7 @@ def test_without_the_runtimes_auto_serves_with_torch_and_says_so_once(optimized_
     reference = load_model(optimized_run)
     expected = reference.probabilities(reference.preprocess([image]))[0].tolist()
     assert answer.json()["predictions"][0]["probabilities"] == pytest.approx(expected, abs=1e-4)
-    assert stats["engine"] == "torch torch.float32"
+    assert stats["engine"] == "torch fuse"
     said = [line for line in log_file.read_text().splitlines() if "serving with torch because" in line]
     assert len(said) == 1 and "openvino is not installed" in said[0] and "dogbreed[openvino]" in said[0], said
 

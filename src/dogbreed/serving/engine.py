@@ -7,6 +7,7 @@ optimised artifact (dogbreed.serving.engine_choice says which); preprocessing is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from dogbreed.serving.decoding import EncodedImage, decode_image
 from dogbreed.serving.engine_choice import ENGINES, EngineChoice, choose_engine
 
 OPTIMIZATIONS = ("none", "fuse", "bf16")
+log = logging.getLogger(__name__)
 
 
 def configure_threads(threads: int | None) -> int:
@@ -72,6 +74,7 @@ class InferenceEngine:
         self.draft_size = model.preprocessing.resize_size  # as evaluation decodes JPEGs
         self.transform = model.transform
         self.crop_size = model.preprocessing.crop_size
+        self.optimize = optimize
         self.choice = choice or EngineChoice("torch")
         self.runtime = self.choice.runtime
         self.onnx: OnnxNetwork | None = None
@@ -98,7 +101,9 @@ class InferenceEngine:
         if engine not in ENGINES:
             raise ValueError(f"engine={engine} is not one of {', '.join(ENGINES)}")
         if engine != "torch" and resolve_device(device).type != "cpu":
-            choice = EngineChoice("torch")  # the ONNX runtimes here run on CPUs; a GPU runs torch
+            log.info("engine=%s: the network runs in torch on %s (the ONNX runtimes here are CPU-only)",
+                     engine, resolve_device(device))  # fmt: skip
+            choice = EngineChoice("torch")
         else:
             choice = choose_engine(model_dir, read_model_description(model_dir), engine)
         model = load_model(model_dir, device="cpu" if choice.runtime != "torch" else resolve_device(device))
@@ -109,7 +114,7 @@ class InferenceEngine:
     @property
     def name(self) -> str:
         """What runs the network, as logs and /stats report it: e.g. "openvino int8" or "torch fuse"."""
-        return f"{self.runtime} {self.choice.precision}" if self.onnx else f"torch {self.dtype}"
+        return f"{self.runtime} {self.choice.precision}" if self.onnx else f"torch {self.optimize}"
 
     @property
     def num_classes(self) -> int:
