@@ -79,8 +79,8 @@ def main() -> None:
                 probs = runtime_probabilities(model, session, paths)
                 figures = Parity.measure(reference, probs)
                 result = {
-                    "max_prob_diff": round(figures.max_prob_diff, 5),
-                    "mean_prob_diff": round(figures.mean_prob_diff, 6),
+                    "max_prob_diff": float(f"{figures.max_prob_diff:.3g}"),
+                    "mean_prob_diff": float(f"{figures.mean_prob_diff:.3g}"),
                     "top1_agreement": round(figures.top1_agreement, 4),
                 }
                 if labels is not None:
