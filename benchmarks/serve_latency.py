@@ -1,11 +1,12 @@
 """Serving speed of ResNet50 at 224 px on this machine; prints JSON.
 
-1. Batch-1 latency, in process, request bytes to JSON answer: a plain handler (PIL decode of the whole
-   image, torchvision Resize(256)/CenterCrop(224), eager fp32 NCHW network, softmax, one request at a time)
-   against ours (dogbreed.serving.handler with DOGBREED_ENGINE: JPEG draft decoding as evaluation does, then
-   the engine: an ONNX runtime on the model's optimised artifact, or torch with BatchNorm folded into
-   convolutions, channels_last). Rounds alternate. `network_ms` times the network alone on a preprocessed
-   batch of one, and `achieved_gop_per_s` is 2 x the network's multiply-accumulates over that time.
+1. Batch-1 latency, request bytes to JSON answer: a plain handler (PIL decode of the whole image,
+   torchvision Resize(256)/CenterCrop(224), eager fp32 NCHW network, softmax, one request at a time; in a
+   process of its own, so that no runtime's threads run beside it) against ours, in this process
+   (dogbreed.serving.handler with DOGBREED_ENGINE: JPEG draft decoding as evaluation does, then the engine:
+   an ONNX runtime on the model's optimised artifact, or torch with BatchNorm folded into convolutions,
+   channels_last). Rounds alternate. `network_ms` times the network alone on a preprocessed batch of one,
+   and `achieved_gop_per_s` is 2 x the network's multiply-accumulates over that time.
 2. Throughput over HTTP against the local server (serve/deploy.py): 16 concurrent clients (dynamic batching)
    against one request at a time. Rounds alternate.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -66,6 +68,17 @@ class PlainHandler:
         with torch.no_grad():
             probs = torch.softmax(self.net(self.transform(image).unsqueeze(0)), dim=1)[0]
         return json.dumps({"probabilities": probs.tolist()})
+
+
+def plain_handler_process(conn, model_dir: str, threads: int) -> None:
+    """The plain handler in a process of its own, as it would run alone: no runtime threads beside it.
+    Receives request bodies, answers the seconds each took; None ends it."""
+    torch.set_num_threads(threads)
+    answer = PlainHandler(Path(model_dir))
+    while (body := conn.recv()) is not None:
+        start = time.perf_counter()
+        answer(body)
+        conn.send(time.perf_counter() - start)
 
 
 def ours(engine):
@@ -158,18 +171,28 @@ def main() -> None:
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"  # one worker: all CPUs for it, like the server
         os.environ["DOGBREED_OPTIMIZE"] = args.optimize
         os.environ["DOGBREED_ENGINE"] = args.engine
+        context = multiprocessing.get_context("spawn")
+        conn, child_conn = context.Pipe()
+        plain = context.Process(target=plain_handler_process, args=(child_conn, str(model_dir), len(
+            os.sched_getaffinity(0))))  # fmt: skip
+        plain.start()
         engine = handler.model_fn(str(model_dir))
         report["engine"] = engine.name
-        handlers = {"plain_handler": PlainHandler(model_dir), "ours": ours(engine)}
-        latencies: dict[str, list[float]] = {name: [] for name in handlers}
-        for answer in handlers.values():  # warm-up
-            answer(photos[0])
+        answer_ours = ours(engine)
+        latencies: dict[str, list[float]] = {"plain_handler": [], "ours": []}
+        conn.send(photos[0])  # warm-up
+        conn.recv()
+        answer_ours(photos[0])
         for _ in range(args.rounds):
-            for name, answer in handlers.items():
-                for body in photos:
-                    start = time.perf_counter()
-                    answer(body)
-                    latencies[name].append(time.perf_counter() - start)
+            for body in photos:
+                conn.send(body)
+                latencies["plain_handler"].append(conn.recv())
+            for body in photos:
+                start = time.perf_counter()
+                answer_ours(body)
+                latencies["ours"].append(time.perf_counter() - start)
+        conn.send(None)
+        plain.join()
         batch1 = {name: percentiles(values) for name, values in latencies.items()}
         report["batch1_latency_ms"] = batch1
         report["batch1_p50_speedup"] = round(batch1["plain_handler"]["p50"] / batch1["ours"]["p50"], 2)
@@ -180,7 +203,7 @@ def main() -> None:
         report["network_gmac"] = round(macs / 1e9, 3)
         report["achieved_gop_per_s"] = round(2 * macs / 1e9 / (network["p50"] / 1000), 1)
         report["plain_handler_sequential_images_per_s"] = round(1000 / batch1["plain_handler"]["mean"], 2)
-        del handlers, engine
+        del engine
         if args.skip_http:
             report["machine"]["load_average_at_end"] = os.getloadavg()
             print(json.dumps(report, indent=2))

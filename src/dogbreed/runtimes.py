@@ -86,6 +86,9 @@ class OpenVinoSession:
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1,
             "INFERENCE_PRECISION_HINT": precision,
+            # The model server runs several worker processes, each with its own session: pinned, they would
+            # all pin their threads to the same first cores.
+            "ENABLE_CPU_PINNING": False,
         }
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
