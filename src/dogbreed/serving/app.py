@@ -106,7 +106,7 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         engine = await asyncio.to_thread(
             InferenceEngine.load, model_dir, settings.device, settings.optimize, settings.engine, threads
         )
-        await asyncio.to_thread(engine.warm_up)
+        await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
         batcher = DynamicBatcher(run_batch, settings.max_batch_size, settings.max_wait_ms)
         workers = settings.preprocess_threads or max(1, available_cpus() // 2)
         preprocess_pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")

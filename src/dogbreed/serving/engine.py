@@ -145,6 +145,9 @@ class InferenceEngine:
         """Decode, preprocess and run a list of checked images in one batch: probabilities [N, C]."""
         return self.probabilities(self.preprocess_encoded(images))
 
-    def warm_up(self) -> None:
-        """One forward pass at the serving size, so the first request does not pay for allocator set-up."""
-        self.probabilities(torch.zeros(1, 3, self.crop_size, self.crop_size))
+    def warm_up(self, max_batch_size: int = 1) -> None:
+        """A forward pass at the serving size, so the first request does not pay for allocator set-up. An
+        ONNX runtime prepares its kernels per batch size: it runs each size the batcher may send once."""
+        sizes = range(1, max_batch_size + 1) if self.onnx is not None else (1,)
+        for size in sizes:
+            self.probabilities(torch.zeros(size, 3, self.crop_size, self.crop_size))
