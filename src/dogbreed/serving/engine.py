@@ -81,6 +81,9 @@ class InferenceEngine:
         if self.runtime != "torch":
             self.device, self.dtype, self.net = torch.device("cpu"), torch.float32, None
             self.onnx = OnnxNetwork(self.choice, threads or torch.get_num_threads())
+            # torch is left with normalisation, softmax and top-k: one thread, so that its thread pool does
+            # not wake up to fight the runtime's threads for the cores (docs/serving-performance.md).
+            torch.set_num_threads(1)
             return
         self.device = model.device
         net = model.net if optimize == "none" else fuse_conv_bn(model.net)
