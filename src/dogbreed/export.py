@@ -4,6 +4,9 @@ model/
   weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
   model.json        architecture, head, class names and preprocessing settings (and the run's manifest)
   README.md         the model card (dogbreed.tracking.model_card), written after evaluation
+  model.onnx, model.int8.onnx   the optimised inference artifact (dogbreed.inference_artifact), when made
+
+    python -m dogbreed.export optimize <model_dir> --calibration <image folder>   (see main())
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from dogbreed.preprocessing import Preprocessing
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "model.json"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+# Made from one set of weights: never carried into a new export (the new weights get their own).
+ARTIFACT_FILES = (ONNX_FILE, INT8_FILE)
 
 
 class ModelDirError(ValueError):
@@ -77,7 +84,7 @@ def export_model(
         (staged / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         if out_dir.is_dir():
             for extra in out_dir.iterdir():
-                if extra.name in (WEIGHTS_FILE, CONFIG_FILE):
+                if extra.name in (WEIGHTS_FILE, CONFIG_FILE, *ARTIFACT_FILES):
                     continue
                 if extra.is_dir():
                     shutil.copytree(extra, staged / extra.name, symlinks=True)
@@ -147,8 +154,18 @@ class BreedModel:
         ]
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> BreedModel:
-    """Rebuild the network from model.json and load weights.pt, refusing pickled code."""
+@dataclass
+class ModelDescription:
+    """model.json read and checked: what serving needs besides the network itself."""
+
+    arch: str
+    class_names: list[str]
+    preprocessing: Preprocessing
+    config: dict
+
+
+def read_model_description(model_dir: str | Path) -> ModelDescription:
+    """model.json of an exported model directory (weights.pt must be there too)."""
     model_dir = Path(model_dir)
     config_path, weights_path = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -160,6 +177,16 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelDirError(f"{config_path} is not a valid model description: {exc!r}") from exc
+    return ModelDescription(arch, class_names, preprocessing, config)
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> BreedModel:
+    """Rebuild the network from model.json and load weights.pt, refusing pickled code."""
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
+    description = read_model_description(model_dir)
+    arch, class_names, preprocessing = description.arch, description.class_names, description.preprocessing
+    config = description.config
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError
@@ -179,3 +206,14 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
         ) from exc
     net = net.to(memory_format=torch.channels_last)
     return BreedModel(net, class_names, preprocessing, arch).to(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m dogbreed.export optimize <model_dir> --calibration <image folder>: see optimize_command."""
+    from dogbreed.optimize_command import main as optimize_main
+
+    return optimize_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -153,6 +153,10 @@ def fit(
         # code/ (inference.py, requirements.txt, the package) makes the folder SageMaker's model.tar.gz as is.
         add_inference_code(model_dir)
         log.info("exported model to %s", model_dir)
+        if (cfg.get("onnx") or {}).get("enabled"):
+            from dogbreed.inference_artifact import add_artifact_after_training
+
+            add_artifact_after_training(model_dir, cfg.onnx, datamodule)
 
     evaluation = write_evaluation_report(
         model.last_test_confusion, datamodule.class_names, run_dir / "evaluation"

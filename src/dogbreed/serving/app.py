@@ -5,7 +5,9 @@ Errors are JSON `{"error", "status", "message"}`: 4xx for requests at fault, 500
 complete response, so the connection stays usable, or says `Connection: close` when the client stopped
 sending its body. Parsing, header checks and decoding run in the preprocessing pool, never on the event
 loop, so /ping answers at once whatever the requests in flight.
-GET /stats reports what the dynamic batcher ran (batch sizes), for tests and load checks.
+Past `max_queue` images waiting, requests are answered 503 with Retry-After at once (serving/admission.py).
+GET /stats reports what the dynamic batcher ran (batch sizes), the engine and the images waiting, for
+tests and load checks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from dogbreed.serving.admission import AdmissionLimit
 from dogbreed.serving.batching import DynamicBatcher
 from dogbreed.serving.decoding import RequestLimits, read_request
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
@@ -30,6 +33,7 @@ from dogbreed.serving.errors import (
     InternalServerError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    ServiceUnavailableError,
     ServingError,
 )
 from dogbreed.serving.faults import RateLimitedFaultLog
@@ -46,10 +50,16 @@ class ServerSettings:
     # Threads decoding and resizing images; None: half the CPUs, so decoding never starves the network.
     preprocess_threads: int | None = None
     device: str = "auto"
+    # What runs the network: auto (the fastest ONNX runtime installed, on the model's optimised artifact,
+    # else torch) | openvino | onnxruntime | torch. `optimize` applies to torch only.
+    engine: str = "auto"
     optimize: str = "fuse"
     default_topk: int = 5
     # A client that stops sending its body is answered 408 and disconnected after this long.
     body_timeout_s: float = 30.0
+    # Images admitted and not yet answered; beyond it, 503 with Retry-After at once. None: no bound.
+    max_queue: int | None = 64
+    retry_after_s: int = 1
     limits: RequestLimits = field(default_factory=RequestLimits)
 
 
@@ -81,30 +91,36 @@ async def read_body_within(request: Request, max_bytes: int, timeout_s: float | 
 
 def error_response(exc: ServingError, close: bool = False) -> Response:
     """The JSON error; `close` tells the client this connection ends here."""
-    headers = {"Connection": "close"} if close else None
+    headers = {"Connection": "close"} if close else {}
+    if isinstance(exc, ServiceUnavailableError):
+        headers["Retry-After"] = str(exc.retry_after_s)
     return Response(exc.body(), status_code=exc.status, headers=headers, media_type=JSON_ACCEPT)
 
 
 def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings()) -> FastAPI:
     """The app loads the model at startup, so /ping answers 200 only once the model is ready."""
     state: dict = {}
+    admission = AdmissionLimit(settings.max_queue, settings.retry_after_s)
 
     def run_batch(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return list(state["engine"].probabilities(torch.stack(tensors)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_threads(settings.threads)
-        engine = await asyncio.to_thread(InferenceEngine.load, model_dir, settings.device, settings.optimize)
-        await asyncio.to_thread(engine.warm_up)
+        threads = configure_threads(settings.threads)
+        engine = await asyncio.to_thread(
+            InferenceEngine.load, model_dir, settings.device, settings.optimize, settings.engine, threads
+        )
+        await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
         batcher = DynamicBatcher(run_batch, settings.max_batch_size, settings.max_wait_ms)
         workers = settings.preprocess_threads or max(1, available_cpus() // 2)
         preprocess_pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
         state.update(engine=engine, batcher=batcher, preprocess_pool=preprocess_pool)
         batcher.start()
         log.info(
-            "model %s loaded (%s, %d classes), serving", model_dir, engine.model.arch, engine.num_classes
-        )
+            "model %s loaded (%s, %d classes), serving with %s",
+            model_dir, engine.arch, engine.num_classes, engine.name,
+        )  # fmt: skip
         try:
             yield
         finally:
@@ -131,13 +147,18 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     async def stats() -> dict:
         batcher = state["batcher"]
         return {**batcher.stats.to_json(), "max_batch_size": batcher.max_batch_size,
-                "max_wait_ms": batcher.max_wait * 1000, "torch_threads": torch.get_num_threads()}  # fmt: skip
+                "max_wait_ms": batcher.max_wait * 1000, "torch_threads": torch.get_num_threads(),
+                "engine": state["engine"].name, "queued_images": admission.waiting,
+                "max_queue": admission.max_images}  # fmt: skip
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         # Every outcome is answered here, as a whole response: an exception left to Starlette would be
         # logged twice and the keep-alive connection dropped without a word to the client.
+        held = 0
         try:
+            admission.reserve(1)  # before the body is read: a saturated server answers at once
+            held = 1
             options = parse_output_options(
                 request.headers.get("accept"), request.query_params, default_topk=settings.default_topk
             )
@@ -145,6 +166,9 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             batch = await asyncio.get_running_loop().run_in_executor(
                 state["preprocess_pool"], preprocess_request, body, request.headers.get("content-type")
             )
+            held = 0
+            admission.resize(1, len(batch))
+            held = len(batch)
             rows = await asyncio.gather(*(state["batcher"].submit(t) for t in batch))
             response = build_response(torch.stack(rows), state["engine"].class_names, options)
             return Response(encode_response(response), media_type=JSON_ACCEPT)
@@ -157,6 +181,8 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         except Exception:
             faults.fault("fault while answering %s %s", request.method, request.url.path)
             return error_response(InternalServerError())
+        finally:
+            admission.release(held)
 
     def preprocess_request(body: bytes, content_type: str | None) -> torch.Tensor:
         """Parse, check against the limits, decode and transform (in the preprocessing pool, where Pillow

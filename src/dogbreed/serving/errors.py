@@ -62,6 +62,16 @@ class UnsupportedMediaTypeError(ServingError):
     status = 415
 
 
+class ServiceUnavailableError(ServingError):
+    """The server is saturated: the client should retry after `retry_after_s` seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class InternalServerError(ServingError):
     """A fault of the server: the answer says so and nothing more (the log has the traceback)."""
 

@@ -6,8 +6,9 @@ text; `transform_fn` therefore answers errors itself: the status on TorchServe's
 JSON body as the local server. `input_fn`/`predict_fn`/`output_fn` remain for callers outside the toolkit
 (the toolkit refuses a module offering both). Settings come
 from the model's environment variables, the only channel SageMaker offers:
-DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_OPTIMIZE (fuse|none|bf16), DOGBREED_TOPK, DOGBREED_THREADS and
-the limits of `RequestLimits.from_env`.
+DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_ENGINE (auto|openvino|onnxruntime|torch, as `server.engine`),
+DOGBREED_OPTIMIZE (fuse|none|bf16, torch only), DOGBREED_TOPK, DOGBREED_THREADS and the limits of
+`RequestLimits.from_env`.
 """
 
 from __future__ import annotations
@@ -67,13 +68,16 @@ def thread_count_for_workers(environ: Mapping[str, str] = os.environ) -> int:
 
 
 def model_fn(model_dir: str) -> InferenceEngine:
-    configure_threads(thread_count_for_workers())
+    threads = configure_threads(thread_count_for_workers())
     engine = InferenceEngine.load(
         model_dir,
         device=os.environ.get("DOGBREED_DEVICE", "auto"),
         optimize=os.environ.get("DOGBREED_OPTIMIZE", "fuse"),
+        engine=os.environ.get("DOGBREED_ENGINE", "auto"),
+        threads=threads,
     )
     engine.warm_up()
+    log.info("model %s loaded, serving with %s", model_dir, engine.name)
     return engine
 
 

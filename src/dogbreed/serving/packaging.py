@@ -3,6 +3,9 @@
 SageMaker's PyTorch inference container extracts model.tar.gz to /opt/ml/model, puts code/ on the path,
 pip-installs code/requirements.txt and imports code/inference.py. dogbreed is not on PyPI, so code/ carries
 a copy of the package itself; torch and torchvision come with the container and are never reinstalled.
+A model holding the optimised inference artifact also lists the runtime that `engine=auto` runs it with
+(OpenVINO): the container installs it at start-up, which needs PyPI (see docs/serving-performance.md for
+endpoints under network isolation).
 
     python -m dogbreed.serving.packaging runs/train/<run>/model [--out model.tar.gz]
 """
@@ -10,6 +13,7 @@ a copy of the package itself; torch and torchvision come with the container and 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tarfile
 import tempfile
@@ -42,6 +46,27 @@ numpy
 """
 
 
+# The runtimes engine=auto prefers, in order, for a model with an optimised artifact.
+RUNTIME_REQUIREMENTS = {"openvino": "openvino>=2024.4\n", "onnxruntime": "onnxruntime>=1.18\n"}
+
+
+def requirements_for(model_dir: Path) -> str:
+    """REQUIREMENTS, plus the first runtime (OpenVINO, else ONNX Runtime) that may serve a version of the
+    optimised artifact that model.json records as kept: checked with it and not refused by it."""
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    servable = {
+        runtime
+        for entry in (config.get("artifacts") or {}).values()
+        if entry.get("file")
+        for runtime in entry.get("parity") or {}
+        if runtime not in (entry.get("refused") or {})
+    }
+    for runtime, requirement in RUNTIME_REQUIREMENTS.items():
+        if runtime in servable:
+            return REQUIREMENTS + requirement
+    return REQUIREMENTS
+
+
 def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
     """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/), or
     the same into `code` when given (packing leaves the model directory as it is)."""
@@ -57,7 +82,7 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
         package = Path(dogbreed.__file__).resolve().parent
         shutil.copytree(package, staged / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
-        (staged / "requirements.txt").write_text(REQUIREMENTS)
+        (staged / "requirements.txt").write_text(requirements_for(model_dir))
         replace_dir(staged, code)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -19,9 +19,12 @@ def settings_from_config(cfg: DictConfig) -> ServerSettings:
         threads=server.threads,
         preprocess_threads=server.preprocess_threads,
         device=str(server.device),
+        engine=str(server.engine),
         optimize=str(server.optimize),
         default_topk=int(server.default_topk),
         body_timeout_s=float(server.body_timeout_s),
+        max_queue=None if server.max_queue is None else int(server.max_queue),
+        retry_after_s=int(server.retry_after_s),
         limits=RequestLimits(
             max_body_bytes=int(limits.max_body_bytes),
             max_pixels=int(limits.max_pixels),

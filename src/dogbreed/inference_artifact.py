@@ -1,0 +1,358 @@
+"""The optimised inference artifact of an exported model: the trained network as ONNX and, where chosen, an
+INT8 version calibrated on training images. Each is checked against the fp32 PyTorch network on held-out
+images, with every runtime installed, and kept only when it agrees within the parity limits.
+
+model/
+  model.onnx        fp32 graph, dynamic batch
+  model.int8.onnx   the same graph with static INT8 quantisation (QDQ: per-channel weights, per-tensor
+                    activations), readable by ONNX Runtime and OpenVINO alike
+  model.json        "artifacts": per version its file, sha256, the weights it was made from, the parity
+                    figures per runtime and the limits they were checked against; a refused version is
+                    listed with the reason and no file
+
+Needs the `onnx` extra (onnx, onnxruntime); OpenVINO, when installed, is checked too.
+
+    python -m dogbreed.export optimize <model_dir> --calibration <image folder> [--quantize int8|none]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dogbreed.acceleration import available_cpus
+from dogbreed.export import CONFIG_FILE, INT8_FILE, ONNX_FILE, WEIGHTS_FILE, BreedModel, load_model
+from dogbreed.files import write_text_atomic
+from dogbreed.runtimes import RuntimeUnavailable, available_runtimes, import_runtime, open_session
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_KEY = "artifacts"
+PRECISIONS = {"fp32": ONNX_FILE, "int8": INT8_FILE}
+QUANTIZE_CHOICES = ("int8", "none")
+OPSET = 17
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Percentile calibration keeps every calibrated tensor of the images it is fed before it folds them into
+# histograms: it is fed one batch at a time, so memory stays bounded whatever the calibration size.
+CALIBRATION_BATCH = 16
+CALIBRATION_PERCENTILE = 99.999
+
+
+class ArtifactError(RuntimeError):
+    """The artifact cannot be made (a missing extra, no images) or was refused; the message says which."""
+
+
+@dataclass(frozen=True)
+class ParityLimits:
+    max_prob_diff: float
+    min_top1_agreement: float
+
+
+DEFAULT_LIMITS = {"fp32": ParityLimits(1e-3, 0.99), "int8": ParityLimits(0.25, 0.97)}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How a version's probabilities compare with the fp32 PyTorch network's on the same inputs."""
+
+    max_prob_diff: float
+    mean_prob_diff: float
+    top1_agreement: float
+    images: int
+
+    @classmethod
+    def measure(cls, reference: np.ndarray, probabilities: np.ndarray) -> Parity:
+        diff = np.abs(reference - probabilities)
+        agree = reference.argmax(axis=1) == probabilities.argmax(axis=1)
+        return cls(float(diff.max()), float(diff.mean()), float(agree.mean()), len(reference))
+
+    def refusal(self, limits: ParityLimits) -> str | None:
+        """Why these figures fall outside `limits`, or None when they are within."""
+        problems = []
+        if not self.max_prob_diff <= limits.max_prob_diff:
+            problems.append(f"max |Δprob| {self.max_prob_diff:.4g} > {limits.max_prob_diff:g}")
+        if not self.top1_agreement >= limits.min_top1_agreement:
+            problems.append(f"top-1 agreement {self.top1_agreement:.4f} < {limits.min_top1_agreement:g}")
+        return "; ".join(problems) or None
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    quantize: str = "int8"
+    calibration_size: int = 300
+    parity_size: int = 100
+    limits: dict[str, ParityLimits] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"quantize={self.quantize!r} is not one of {', '.join(QUANTIZE_CHOICES)}")
+
+    @classmethod
+    def from_config(cls, cfg) -> ArtifactSettings:
+        """From the train config's `onnx` node (a mapping)."""
+        limits = dict(DEFAULT_LIMITS)
+        for precision, values in (cfg.get("parity") or {}).items():
+            limits[precision] = ParityLimits(
+                float(values["max_prob_diff"]), float(values["min_top1_agreement"])
+            )
+        return cls(
+            quantize=str(cfg.get("quantize", "int8")),
+            calibration_size=int(cfg.get("calibration_size", 300)),
+            parity_size=int(cfg.get("parity_size", 100)),
+            limits=limits,
+            seed=int(cfg.get("seed", 0) or 0),
+        )
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Every image file under `folder`, in a stable order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder} is not a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def pick(paths: Sequence[str | Path], count: int, seed: int) -> list[Path]:
+    """A seeded choice of `count` of `paths` (all of them when there are fewer)."""
+    chosen = [Path(p) for p in paths]
+    if len(chosen) <= count:
+        return chosen
+    return sorted(random.Random(seed).sample(chosen, count))
+
+
+def export_onnx(net: torch.nn.Module, path: str | Path, crop_size: int) -> Path:
+    """The network in eval mode as ONNX with a dynamic batch dimension (BatchNorm folded by the exporter)."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs it; say so in our words)
+    except ImportError as exc:
+        raise ArtifactError("exporting ONNX needs the onnx extra: pip install 'dogbreed[onnx]'") from exc
+    net = net.eval().float().cpu().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(1, 3, crop_size, crop_size)
+    # The TorchScript-based exporter needs only `onnx`; the dynamo-based one would add onnxscript.
+    torch.onnx.export(
+        net, (example,), str(path), dynamo=False, opset_version=OPSET,
+        input_names=["images"], output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+    )  # fmt: skip
+    return Path(path)
+
+
+def batches(model: BreedModel, paths: Sequence[Path], size: int) -> Iterator[np.ndarray]:
+    """The images through the model's evaluation transform, `size` at a time: float32 NCHW."""
+    for start in range(0, len(paths), size):
+        yield model.preprocess(paths[start : start + size]).numpy()
+
+
+def quantize_int8(onnx_path: Path, out_path: Path, model: BreedModel, images: Sequence[Path]) -> Path:
+    """Static INT8 (QDQ) with ONNX Runtime's quantiser, activation ranges calibrated on `images`.
+
+    Only convolutions are quantised, and not the first one: the classifier's logits and the stem, which
+    sees the raw image, stay fp32. Quantising them flipped more top-1 answers than all the other layers
+    together on a trained ResNet50 (figures: docs/serving-performance.md), for a few percent of the work."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    stem = [node.name for node in graph.node if node.op_type == "Conv"][:1]
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )  # fmt: skip
+    except ImportError as exc:
+        raise ArtifactError("INT8 calibration needs the onnx extra: pip install 'dogbreed[onnx]'") from exc
+
+    class Reader(CalibrationDataReader):
+        """Batches of preprocessed images, one range of batches at a time (the quantiser's strides)."""
+
+        def __init__(self) -> None:
+            size = CALIBRATION_BATCH
+            self.groups = [images[i : i + size] for i in range(0, len(images), size)]
+            self.set_range(0, len(self.groups))
+
+        def __len__(self) -> int:
+            return len(self.groups)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.feed = iter(self.groups[start_index:end_index])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            group = next(self.feed, None)
+            return None if group is None else {"images": model.preprocess(group).numpy()}
+
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration-") as scratch:
+        # The quantiser writes its augmented copy of the graph next to the model unless told otherwise.
+        cwd = os.getcwd()
+        os.chdir(scratch)
+        try:
+            quantize_static(
+                str(onnx_path), str(out_path), Reader(),
+                quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=["Conv"],
+                nodes_to_exclude=stem,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={
+                    "WeightSymmetric": True, "CalibPercentile": CALIBRATION_PERCENTILE,
+                    "CalibStridedMinMax": 1,  # despite its name: any calibrator, fed one batch at a time
+                },
+            )  # fmt: skip
+        finally:
+            os.chdir(cwd)
+    return out_path
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def check_parity(
+    path: Path, inputs: list[np.ndarray], reference: np.ndarray, runtimes: Sequence[str]
+) -> dict[str, Parity]:
+    """The version at `path` run by each runtime on `inputs`, compared with `reference` probabilities."""
+    figures = {}
+    for runtime in runtimes:
+        session = open_session(runtime, path, available_cpus())
+        probs = np.concatenate([softmax(session(batch)) for batch in inputs])
+        figures[runtime] = Parity.measure(reference, probs)
+        del session
+    return figures
+
+
+def optimize_model_dir(
+    model_dir: str | Path,
+    calibration_images: Sequence[str | Path],
+    parity_images: Sequence[str | Path],
+    settings: ArtifactSettings = ArtifactSettings(),
+    sources: dict[str, str] | None = None,
+) -> dict:
+    """Write model.onnx (and model.int8.onnx) into an exported model directory and record them, with their
+    parity figures, in model.json. A version outside its limits is not kept: its record says why, and
+    serving never runs it. Returns the record; ArtifactError when nothing could be checked."""
+    model_dir = Path(model_dir)
+    runtimes = available_runtimes()
+    if "onnxruntime" not in runtimes:
+        import_runtime("onnxruntime")  # raises RuntimeUnavailable naming the extra
+    parity_paths = pick(parity_images, settings.parity_size, settings.seed)
+    if not parity_paths:
+        raise ArtifactError("no images to check the artifact against the PyTorch network")
+    model = load_model(model_dir, device="cpu")
+    inputs = list(batches(model, parity_paths, 16))
+    reference = np.concatenate([model.probabilities(torch.from_numpy(b)).numpy() for b in inputs])
+    weights_sha = sha256_of(model_dir / WEIGHTS_FILE)
+    sources = sources or {}
+    record: dict = {}
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".artifact-") as scratch:
+        staged = {"fp32": Path(scratch) / ONNX_FILE, "int8": Path(scratch) / INT8_FILE}
+        export_onnx(model.net, staged["fp32"], model.preprocessing.crop_size)
+        precisions = ["fp32"]
+        if settings.quantize == "int8":
+            chosen = pick(calibration_images, settings.calibration_size, settings.seed)
+            if not chosen:
+                raise ArtifactError("quantize=int8 needs calibration images; none were found")
+            quantize_int8(staged["fp32"], staged["int8"], model, chosen)
+            precisions.append("int8")
+        for precision in precisions:
+            limits = settings.limits[precision]
+            figures = check_parity(staged[precision], inputs, reference, runtimes)
+            refused = {rt: why for rt, p in figures.items() if (why := p.refusal(limits))}
+            entry = {
+                "file": PRECISIONS[precision],
+                "weights_sha256": weights_sha,
+                "parity": {rt: asdict(p) for rt, p in figures.items()},
+                "parity_images": {"count": len(parity_paths), "source": sources.get("parity", "")},
+                "limits": asdict(limits),
+            }
+            if precision == "int8":
+                entry["calibration_images"] = {"count": len(chosen), "source": sources.get("calibration", "")}
+            target = model_dir / PRECISIONS[precision]
+            for runtime, why in refused.items():
+                log.warning(
+                    "%s version refused for %s: it disagrees with the PyTorch network beyond the parity "
+                    "limits (%s); %s never serves it", precision, runtime, why, runtime,
+                )  # fmt: skip
+            if refused:
+                entry["refused"] = refused
+            if len(refused) == len(figures):  # no runtime may serve it: not kept at all
+                entry.pop("file")
+                target.unlink(missing_ok=True)
+            else:
+                entry["sha256"] = sha256_of(staged[precision])
+                os.chmod(staged[precision], 0o644)
+                os.replace(staged[precision], target)
+            record[precision] = entry
+    stale = model_dir / INT8_FILE
+    if "int8" not in record and stale.exists():
+        stale.unlink()  # made from other weights: never left beside a record that does not describe it
+    config_path = model_dir / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config[ARTIFACTS_KEY] = record
+    write_text_atomic(config_path, json.dumps(config, indent=2))
+    return record
+
+
+def summary(record: dict) -> str:
+    """One line per version and runtime: its figures, and whether that runtime may serve it."""
+    lines = []
+    for precision, entry in record.items():
+        refused = entry.get("refused") or {}
+        for runtime, p in entry["parity"].items():
+            verdict = f"REFUSED ({refused[runtime]})" if runtime in refused else "kept"
+            lines.append(
+                f"{precision} on {runtime}: {verdict}; max |Δprob| {p['max_prob_diff']:.4g}, top-1 agreement "
+                f"{p['top1_agreement']:.4f} on {p['images']} images"
+            )
+    return "\n".join(lines)
+
+
+def not_kept(record: dict) -> list[str]:
+    """The versions no runtime may serve."""
+    return [precision for precision, entry in record.items() if "file" not in entry]
+
+
+def split_images(datamodule, split: str) -> list[Path]:
+    """The image files of one split of a (feature or image) data module."""
+    images = getattr(datamodule, "images", datamodule)  # a feature-cache module wraps the image one
+    dataset = images.datasets.get(split)
+    return [Path(path) for path, _ in dataset.samples] if dataset is not None else []
+
+
+def add_artifact_after_training(model_dir: str | Path, cfg, datamodule) -> dict | None:
+    """fit()'s export step: calibrate on training images, check on validation images. The model is already
+    exported whole; a missing extra or a failure here is logged, never lost training."""
+    settings = ArtifactSettings.from_config(cfg)
+    sources = {"calibration": "training split", "parity": "validation split"}
+    try:
+        record = optimize_model_dir(
+            model_dir, split_images(datamodule, "train"), split_images(datamodule, "valid"), settings, sources
+        )
+    except (ArtifactError, RuntimeUnavailable) as exc:
+        log.warning("optimised inference artifact skipped (serving will use torch): %s", exc)
+        return None
+    except Exception:
+        log.exception("optimised inference artifact failed (the model is exported; serving will use torch)")
+        return None
+    for line in summary(record).splitlines():
+        log.info("inference artifact %s", line)
+    return record

@@ -1,0 +1,88 @@
+"""python -m dogbreed.export optimize <model_dir> --calibration <image folder>
+
+Adds the optimised inference artifact (dogbreed.inference_artifact) to an exported model: one made before
+the artifact existed, or with other settings. Prints each version's figures per runtime and which runtimes
+refused it. Exit status 0 when every version was kept for at least one runtime, 1 when one was refused by
+every runtime (disagreeing with the PyTorch network beyond the parity limits), 2 when nothing was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dogbreed.export import ModelDirError
+from dogbreed.inference_artifact import (
+    DEFAULT_LIMITS,
+    ArtifactError,
+    ArtifactSettings,
+    ParityLimits,
+    image_files,
+    not_kept,
+    optimize_model_dir,
+    pick,
+    summary,
+)
+from dogbreed.runtimes import RuntimeUnavailable
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.export", description=__doc__.splitlines()[2])
+    commands = parser.add_subparsers(dest="command", required=True)
+    optimize = commands.add_parser("optimize", help="write model.onnx (and model.int8.onnx), parity checked")
+    optimize.add_argument("model_dir")
+    optimize.add_argument("--calibration", help="folder of training images (searched recursively)")
+    optimize.add_argument(
+        "--parity",
+        help="folder of held-out images to check against (default: the calibration folder's images that "
+        "calibration did not use)",
+    )
+    optimize.add_argument("--quantize", choices=["int8", "none"], default="int8")
+    optimize.add_argument("--calibration-size", type=int, default=300)
+    optimize.add_argument("--parity-size", type=int, default=100)
+    for precision, limits in DEFAULT_LIMITS.items():
+        optimize.add_argument(f"--{precision}-max-prob-diff", type=float, default=limits.max_prob_diff)
+        optimize.add_argument(
+            f"--{precision}-min-top1-agreement", type=float, default=limits.min_top1_agreement
+        )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    limits = {
+        p: ParityLimits(getattr(args, f"{p}_max_prob_diff"), getattr(args, f"{p}_min_top1_agreement"))
+        for p in DEFAULT_LIMITS
+    }
+    settings = ArtifactSettings(args.quantize, args.calibration_size, args.parity_size, limits)
+    try:
+        if not args.calibration and not args.parity:
+            raise ArtifactError("give --calibration <image folder> (and optionally --parity <image folder>)")
+        calibration = image_files(args.calibration) if args.calibration else []
+        chosen = pick(calibration, settings.calibration_size, settings.seed)
+        if args.parity:
+            parity, parity_source = image_files(args.parity), "the --parity folder"
+        else:
+            rest = sorted(set(calibration) - set(chosen))
+            parity = rest or calibration
+            parity_source = (
+                "calibration folder, images calibration did not use"
+                if rest
+                else "calibration folder, the calibration images themselves (too few for a separate set)"
+            )
+        sources = {"calibration": "calibration folder", "parity": parity_source}
+        record = optimize_model_dir(args.model_dir, chosen, parity, settings, sources)
+    except (ArtifactError, RuntimeUnavailable, ModelDirError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(record))
+    refused = not_kept(record)
+    if refused:
+        print(
+            f"error: {', '.join(refused)} refused: outside the parity limits, not kept and never served",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
