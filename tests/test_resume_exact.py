@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 
 EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
-# Trains in a child process and kills it with SIGKILL, as the OOM killer or a lost machine would, when
+# fit() in a child process; with "kill", killed with SIGKILL (as the OOM killer or a lost machine would) when
 # epoch 2 starts: after epoch 1's checkpoint, before anything of epoch 2 is saved.
-KILLED_RUN = textwrap.dedent(
+FIT_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import lightning.pytorch as pl
@@ -35,9 +35,20 @@ KILLED_RUN = textwrap.dedent(
             if trainer.current_epoch == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    fit(compose_config(sys.argv[1], sys.argv[2:]), extra_callbacks=[KillAtEpoch()])
+    kill = sys.argv[1] == "kill"
+    fit(compose_config(sys.argv[2], sys.argv[3:]), extra_callbacks=[KillAtEpoch()] if kill else [])
     """
 )
+
+
+def run_in_a_process(run_dir: Path, overrides: list[str], kill: bool = False) -> subprocess.CompletedProcess:
+    """fit() in a process of its own, as every real run is: nothing left by other tests in this process
+    (threads, global generators, imported runtimes) can touch it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    return subprocess.run(
+        [sys.executable, "-c", FIT_SCRIPT, "kill" if kill else "run", str(run_dir), *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
 
 
 def epoch_rows(run_dir: Path) -> dict[int, dict[str, float]]:
@@ -61,21 +72,20 @@ def overrides(shapes3: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(overrides: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    fit(compose_config(run_dir, overrides))
+    done = run_in_a_process(run_dir, overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
     return run_dir
 
 
 def test_a_run_killed_after_epoch_1_resumes_as_if_never_stopped(overrides, uninterrupted, tmp_path):
     run_dir = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_RUN, str(run_dir), *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    killed = run_in_a_process(run_dir, overrides, kill=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert sorted(epoch_rows(run_dir)) == [0, 1]
 
-    resumed = fit(compose_config(run_dir, [*overrides, "ckpt_path=last"]))
+    done = run_in_a_process(run_dir, [*overrides, "ckpt_path=last"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = json.loads((run_dir / "metrics.json").read_text())
 
     expected, got = epoch_rows(uninterrupted), epoch_rows(run_dir)
     assert sorted(got) == sorted(expected) == [0, 1, 2]
