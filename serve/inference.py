@@ -1,7 +1,8 @@
 """SageMaker inference entry point (shipped as code/inference.py inside model.tar.gz).
 
-The PyTorch inference container puts code/ on sys.path; code/dogbreed is a copy of this project's
-package made by `dogbreed.serving.packaging`, so the container needs no extra pip install.
+The PyTorch inference container puts code/ on sys.path; code/dogbreed holds the modules of this project's
+package that inference imports (copied by `dogbreed.model_archive`), so the container needs no extra pip
+install of the project.
 """
 
 from dogbreed.serving.handler import model_fn, transform_fn

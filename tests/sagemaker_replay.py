@@ -50,10 +50,15 @@ def make_container_python(where: Path) -> Path:
     Path(purelib, "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     probe = subprocess.run(
         [str(python), "-c", "import torch, sagemaker_training, sagemaker_pytorch_container; import dogbreed"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env=without_pythonpath(),
     )  # fmt: skip
     assert "No module named 'dogbreed'" in probe.stderr, probe.stderr[-2000:]
     return python
+
+
+def without_pythonpath() -> dict[str, str]:
+    """This environment without PYTHONPATH, which would show the container-like Python this project."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def _split(uri: str) -> tuple[str, str]:

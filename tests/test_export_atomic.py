@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dogbreed.export import export_model, load_model
+from dogbreed.model_archive import add_inference_code
 from dogbreed.network import build_network
 from dogbreed.preprocessing import Preprocessing
-from dogbreed.serving.packaging import add_inference_code
 
 
 def export(out: Path, seed: int = 0) -> Path:

@@ -15,11 +15,11 @@ import torch
 
 from dogbreed.export import load_model, read_model_description
 from dogbreed.inference_artifact import softmax
+from dogbreed.model_archive import REQUIREMENTS, add_inference_code
 from dogbreed.runtimes import open_session
 from dogbreed.serving.decoding import read_request
 from dogbreed.serving.engine import InferenceEngine
 from dogbreed.serving.engine_choice import EngineUnavailable, choose_engine
-from dogbreed.serving.packaging import REQUIREMENTS, add_inference_code
 from tests.conftest import ROOT
 
 pytest.importorskip("onnxruntime")

@@ -17,8 +17,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from dogbreed.export import load_model
+from dogbreed.model_archive import pack_model
 from dogbreed.serving.app import ServerSettings, create_app
-from dogbreed.serving.packaging import pack_model
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
 from tests.conftest import CONF_DIR, ROOT, TINY

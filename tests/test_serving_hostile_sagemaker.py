@@ -21,10 +21,10 @@ from benchmarks.load_test import (
     pixel_budget_json,
 )
 from dogbreed.export import export_model
+from dogbreed.model_archive import pack_model
 from dogbreed.network import build_network
 from dogbreed.preprocessing import preprocessing_for
 from dogbreed.serving.app import ServerSettings, create_app
-from dogbreed.serving.packaging import pack_model
 from tests.conftest import ROOT
 from tests.serving_support import invoke, running_server
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from dogbreed.model_archive import ENTRY_POINT_SOURCE, REQUIREMENTS, pack_model
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.engine import available_cpus
-from dogbreed.serving.packaging import ENTRY_POINT_SOURCE, REQUIREMENTS, pack_model
 from tests.conftest import ROOT
 from tests.serving_support import encode, invoke, running_server
 

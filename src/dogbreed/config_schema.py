@@ -16,12 +16,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
+from dogbreed.choices import ARCHES, BAD_IMAGE_POLICIES, FREEZE_POLICIES
 from dogbreed.errors import ConfigValueError
 
-ARCHES = ("resnet18", "resnet34", "resnet50", "resnet101")
-FREEZE_POLICIES = ("head", "layer4", "all")
 SCHEDULERS = (None, "constant", "cosine")
-BAD_IMAGE_POLICIES = ("error", "skip")
 # ckpt_path values Lightning resolves itself rather than as a file.
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 

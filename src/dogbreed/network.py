@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
-from dogbreed.config_schema import ARCHES, FREEZE_POLICIES
+from dogbreed.choices import ARCHES, FREEZE_POLICIES
 from dogbreed.errors import ConfigValueError
 
 

@@ -20,8 +20,8 @@ from dogbreed.config_schema import check_train_config
 from dogbreed.evaluation import write_evaluation_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
+from dogbreed.model_archive import add_inference_code
 from dogbreed.resume import EpochSeeding, finished_run_metrics
-from dogbreed.serving.packaging import add_inference_code
 from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dogbreed.acceleration import available_cpus
-from dogbreed.config_schema import BAD_IMAGE_POLICIES
+from dogbreed.choices import BAD_IMAGE_POLICIES
 from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder, choose_classes, inspect_layout

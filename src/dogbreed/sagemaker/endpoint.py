@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.model_archive import CODE_DIR, ENTRY_POINT
 from dogbreed.sagemaker.dry_run import DryRun, show_request
 from dogbreed.sagemaker.endpoint_autoscaling import (
     VARIANT,
@@ -33,7 +34,6 @@ from dogbreed.sagemaker.session import (
     resolve_role,
     sdk,
 )
-from dogbreed.serving.packaging import CODE_DIR, ENTRY_POINT
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,21 @@
-"""Make an exported model directory deployable on SageMaker and pack it as model.tar.gz.
+"""The exported model directory as SageMaker's model.tar.gz: code/ beside the weights, and the archive.
 
 SageMaker's PyTorch inference container extracts model.tar.gz to /opt/ml/model, puts code/ on the path,
 pip-installs code/requirements.txt and imports code/inference.py. dogbreed is not on PyPI, so code/ carries
-a copy of the package itself; torch and torchvision come with the container and are never reinstalled.
+the modules of the package that inference imports (dogbreed.serving.handler and what it imports, found by
+reading their imports), nothing of training, tuning or SageMaker jobs; torch and torchvision come with the
+container and are never reinstalled. Training uses this module without importing any serving code.
 A model holding the optimised inference artifact also lists the runtime that `engine=auto` runs it with
 (OpenVINO): the container installs it at start-up, which needs PyPI (see docs/serving-performance.md for
 endpoints under network isolation).
 
-    python -m dogbreed.serving.packaging runs/train/<run>/model [--out model.tar.gz]
+    python -m dogbreed.model_archive runs/train/<run>/model [--out model.tar.gz]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import tarfile
@@ -28,8 +31,9 @@ ENTRY_POINT = "inference.py"
 # serve/inference.py holds the same text (a test keeps them equal); it is the SDK's entry_point.
 ENTRY_POINT_SOURCE = '''"""SageMaker inference entry point (shipped as code/inference.py inside model.tar.gz).
 
-The PyTorch inference container puts code/ on sys.path; code/dogbreed is a copy of this project's
-package made by `dogbreed.serving.packaging`, so the container needs no extra pip install.
+The PyTorch inference container puts code/ on sys.path; code/dogbreed holds the modules of this project's
+package that inference imports (copied by `dogbreed.model_archive`), so the container needs no extra pip
+install of the project.
 """
 
 from dogbreed.serving.handler import model_fn, transform_fn
@@ -80,13 +84,51 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
     staged = staging_dir(code)
     try:
         package = Path(dogbreed.__file__).resolve().parent
-        shutil.copytree(package, staged / "dogbreed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for relative in inference_modules(package):
+            target = staged / "dogbreed" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(package / relative, target)
         (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
         (staged / "requirements.txt").write_text(requirements_for(model_dir))
         replace_dir(staged, code)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return code
+
+
+# Where inference starts; everything of the package it imports (at module level or inside functions) ships.
+INFERENCE_ROOT = "serving/handler.py"
+
+
+def inference_modules(package: Path, root: str = INFERENCE_ROOT) -> list[Path]:
+    """The package's files that `root` imports, directly or through each other, with the packages'
+    __init__.py files: relative to `package` (the dogbreed folder), sorted."""
+    found: set[Path] = set()
+    pending = [Path(root)]
+    while pending:
+        relative = pending.pop()
+        if relative in found or not (package / relative).is_file():
+            continue
+        found.add(relative)
+        for parent in relative.parents:  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+            if (package / parent / "__init__.py").is_file():
+                pending.append(parent / "__init__.py")
+        tree = ast.parse((package / relative).read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "dogbreed":
+                    continue
+                path = Path(*parts[1:]) if len(parts) > 1 else Path()
+                for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+                    if str(path) != "." and (package / candidate).is_file():
+                        pending.append(candidate)
+    return sorted(found)
 
 
 def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:

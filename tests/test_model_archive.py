@@ -1,0 +1,66 @@
+"""The exported model as SageMaker's model.tar.gz: training builds it without importing serving, and code/
+ships only what inference imports, which is enough to answer a request with the rest of the project absent."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from PIL import Image
+
+from dogbreed.model_archive import CODE_DIR, pack_model
+from tests.sagemaker_replay import make_container_python, without_pythonpath
+
+# What the PyTorch inference container lacks: the training, tuning and serving-app stacks.
+NOT_IN_THE_INFERENCE_CONTAINER = ("lightning", "hydra", "omegaconf", "optuna", "fastapi", "uvicorn", "mlflow")
+
+
+def test_training_imports_no_serving_code():
+    code = "import sys, dogbreed.training; print([m for m in sys.modules if 'serving' in m])"
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert imported == "[]"
+
+
+@pytest.mark.slow  # the shared tiny training run and a container-like Python
+def test_code_holds_only_inference_and_answers_without_the_rest_of_the_project(trained_run, tmp_path):
+    archive = pack_model(trained_run / "model", tmp_path / "model.tar.gz")
+    model_dir = tmp_path / "opt_ml_model"
+    with tarfile.open(archive) as tar:
+        tar.extractall(model_dir, filter="data")
+    package = model_dir / CODE_DIR / "dogbreed"
+    shipped = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert "serving/handler.py" in shipped and "export.py" in shipped
+    assert not {"training.py", "tuning.py", "sagemaker/__init__.py", "serving/app.py"} & shipped
+
+    image = io.BytesIO()
+    Image.new("RGB", (48, 40), (200, 40, 40)).save(image, format="JPEG")
+    (tmp_path / "dog.jpg").write_bytes(image.getvalue())
+    script = f"""
+import importlib.abc, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_IN_THE_INFERENCE_CONTAINER!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the inference container)")
+sys.meta_path.insert(0, Absent())
+sys.path.insert(0, {str(model_dir / CODE_DIR)!r})
+import inference, dogbreed
+assert dogbreed.__file__.startswith({str(model_dir / CODE_DIR)!r}), dogbreed.__file__
+engine = inference.model_fn({str(model_dir)!r})
+body, content_type = inference.transform_fn(engine, open({str(tmp_path / "dog.jpg")!r}, "rb").read(),
+                                            "image/jpeg", "application/json")
+print(body)
+"""
+    python = make_container_python(tmp_path / "venv")
+    answered = subprocess.run(
+        [str(python), "-c", script], capture_output=True, text=True, timeout=300, env=without_pythonpath()
+    )
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    answer = json.loads(answered.stdout.strip().splitlines()[-1])
+    class_names = json.loads((trained_run / "model" / "model.json").read_text())["class_names"]
+    assert answer["predictions"][0]["topk"][0]["class_name"] in class_names
