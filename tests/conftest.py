@@ -24,6 +24,18 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'mlflow.db'}")
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    # A serving engine loaded in this process sets torch's thread count (as a server should); a test must
+    # not leave it to the tests after it, whose training and timing-based rules depend on it.
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def compose_config(run_dir: Path | str, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
     """The real config from conf/, as train.py would see it, with the run landing in `run_dir`."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
