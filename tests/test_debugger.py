@@ -59,7 +59,11 @@ class BlownUpStem(pl.Callback):
 
 
 def test_rules_config_carries_sagemakers_names_and_defaults():
+    # Hydra's `rules` group and the code's defaults are one file shipped in the package.
     cfg = compose_config("/tmp/unused", [])
+    debugger_rules = "VanishingGradient ExplodingTensor Overfit Overtraining PoorWeightInitialization"
+    assert set(DEBUGGER_RULE_DEFAULTS) == {*debugger_rules.split(), "LossNotDecreasing"}
+    assert {"LowGPUUtilization", "CPUBottleneck", "IOBottleneck", "Dataloader"} <= set(PROFILER_RULE_DEFAULTS)
     for kind, defaults in (("debugger", DEBUGGER_RULE_DEFAULTS), ("profiler", PROFILER_RULE_DEFAULTS)):
         node = OmegaConf.to_container(cfg.rules[kind])
         assert set(node) == set(defaults), kind

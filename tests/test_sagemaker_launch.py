@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.callbacks import METRIC_NAMES
+from dogbreed.metric_lines import METRIC_NAMES
 from dogbreed.overrides import hyperparameters_from_overrides
 from dogbreed.sagemaker.metrics import RULE_METRIC_NAMES, metric_definitions
 from dogbreed.sagemaker.session import SageMakerSetupError

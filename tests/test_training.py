@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.callbacks import METRIC_NAMES
+from dogbreed.metric_lines import METRIC_NAMES
 from dogbreed.training import fit
 from tests.conftest import ROOT, TINY, compose_config
 

@@ -4,22 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-# The metric names every run logs; SageMaker metric definitions are generated from this list.
-METRIC_NAMES = (
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/acc_top5",
-    "test/loss",
-    "test/acc",
-    "test/acc_top5",
-)
-
-
-def format_metric_lines(metrics: dict[str, float], prefix: str = "") -> str:
-    """`val/acc=0.812300` lines, one per known metric present, in METRIC_NAMES order."""
-    return "\n".join(f"{prefix}{name}={float(metrics[name]):.6f}" for name in METRIC_NAMES if name in metrics)
+from dogbreed.metric_lines import format_metric_lines
 
 
 class MetricLinePrinter(pl.Callback):

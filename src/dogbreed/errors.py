@@ -37,7 +37,7 @@ FIXABLE_ERRORS = {
     "dogbreed.network": ("WeightsUnavailableError",),
     "dogbreed.export": ("ModelDirError",),
     "dogbreed.search_space": ("SearchSpaceError",),
-    "dogbreed.tuning": ("TuneConfigError",),
+    "dogbreed.tuning_objective": ("TuneConfigError",),
     "dogbreed.sagemaker.session": ("SageMakerSetupError",),
     "dogbreed.sagemaker.container": ("ChannelLayoutError",),
     "dogbreed.tracking.mlflow_run": ("MissingExtraError",),

@@ -15,11 +15,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.acceleration import configure_backends, maybe_compile, resolve_precision
-from dogbreed.callbacks import format_metric_lines
 from dogbreed.config_schema import check_train_config
 from dogbreed.evaluation import write_evaluation_report
 from dogbreed.export import export_model
 from dogbreed.files import write_text_atomic
+from dogbreed.metric_lines import format_metric_lines
 from dogbreed.model_archive import add_inference_code
 from dogbreed.resume import EpochSeeding, finished_run_metrics
 from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides

@@ -12,7 +12,6 @@ import math
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,45 +25,11 @@ from dogbreed.overrides import TUNE_ONLY_KEYS, without_keys
 from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
 from dogbreed.tracking.manifest import hydra_overrides
 from dogbreed.tracking.mlflow_study import log_study_result, nest_trial, study_parent_run
+from dogbreed.tuning_objective import TuneConfigError, objective_of
 
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Keys of the tune config that are not part of the train config a trial runs.
-DIRECTIONS = ("minimize", "maximize")
-
-
-class TuneConfigError(ValueError):
-    """A `tune.*` setting that cannot work; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str
-
-
-def objective_of(tune_cfg: Mapping[str, Any]) -> Objective:
-    """`tune.objective` and `tune.direction` (auto: minimise a loss, maximise an accuracy)."""
-    metric = str(tune_cfg.get("objective") or "")
-    if not metric.startswith("val/"):
-        raise TuneConfigError(
-            f"tune.objective={metric!r}: use a validation metric such as val/loss or val/acc "
-            "(the pruner reads it after each validation epoch)"
-        )
-    direction = str(tune_cfg.get("direction") or "auto")
-    if direction == "auto":
-        if metric.endswith("loss"):
-            direction = "minimize"
-        elif "acc" in metric:
-            direction = "maximize"
-        else:
-            raise TuneConfigError(
-                f"tune.direction=auto cannot tell how to optimise {metric}: set minimize/maximize"
-            )
-    if direction not in DIRECTIONS:
-        raise TuneConfigError(f"tune.direction={direction!r} is not one of auto, {', '.join(DIRECTIONS)}")
-    return Objective(metric, direction)
 
 
 def train_config(cfg: DictConfig) -> DictConfig:

@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from dogbreed.data import SPLITS
+
 DOG_IMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
-SPLITS = ("train", "valid", "test")
 _SPLITS_TEXT = "train/ valid/ test/"
 _CHUNK = 1 << 20
 

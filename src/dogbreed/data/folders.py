@@ -13,9 +13,8 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from dogbreed.data import SPLITS
 from dogbreed.data.images import BadImageError, check_readable, load_rgb
-
-SPLITS = ("train", "valid", "test")
 
 
 class DataLayoutError(ValueError):

@@ -1,7 +1,7 @@
 """TensorDebugger: a Lightning callback that collects tensors and evaluates SageMaker's debugger rules.
 
 Switched on with `debugger=on` (conf/debugger/on.yaml); the rules and thresholds come from
-conf/rules/sagemaker.yaml. Only trainable parameters are looked at, so frozen layers cost nothing and
+dogbreed/conf/rules/sagemaker.yaml. Only trainable parameters are looked at, so frozen layers cost nothing and
 cannot break it (smdebug's hooks crash on them).
 """
 

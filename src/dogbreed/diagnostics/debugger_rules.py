@@ -13,30 +13,11 @@ import math
 import re
 from collections.abc import Callable
 
-from dogbreed.diagnostics.outcomes import Finding, RuleSpec
+from dogbreed.diagnostics.outcomes import Finding, RuleSpec, rule_defaults
 from dogbreed.diagnostics.tensor_history import TensorHistory
 
-# SageMaker's default parameters of each rule (conf/rules/sagemaker.yaml carries the same values).
-DEBUGGER_RULE_DEFAULTS: dict[str, dict] = {
-    "VanishingGradient": {"threshold": 1e-7},
-    "ExplodingTensor": {"only_nan": False},
-    "Overfit": {"start_step": 0, "patience": 1, "ratio_threshold": 0.1},
-    "Overtraining": {"patience_train": 5, "patience_validation": 10, "delta": 0.01},
-    "PoorWeightInitialization": {
-        "activation_inputs_regex": ".*relu_input",
-        "threshold": 10.0,
-        "distribution_range": 0.001,
-        "patience": 5,
-        "steps": 10,
-    },
-    "LossNotDecreasing": {
-        "use_losses_collection": True,
-        "num_steps": 10,
-        "diff_percent": 0.1,
-        "increase_threshold_percent": 5,
-        "mode": None,
-    },
-}
+# SageMaker's default parameters of each rule, as the rules config ships them.
+DEBUGGER_RULE_DEFAULTS = rule_defaults("debugger")
 
 RECOMMENDATIONS = {
     "VanishingGradient": "Gradients are (near) zero: check that the layers that should train receive a "

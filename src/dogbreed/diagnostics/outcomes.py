@@ -1,11 +1,16 @@
-"""Rule outcomes as SageMaker reports them, and the rule settings read from conf/rules/*.yaml."""
+"""Rule outcomes as SageMaker reports them, and the rule settings read from the rules config
+(dogbreed/conf/rules/sagemaker.yaml, shipped with the package: also the Hydra group `rules`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib.resources import files
 from typing import Any
+
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +20,21 @@ NOT_EVALUATED = "NotEvaluated"
 ACTIONS = ("log", "stop")
 # Keys of a rule's node that are ours, not SageMaker rule parameters.
 LOCAL_KEYS = ("action", "local")
+
+
+@cache
+def shipped_rule_settings() -> dict[str, dict[str, dict[str, Any]]]:
+    """The rules config as shipped: {"debugger"|"profiler": {rule name: settings, our keys included}}."""
+    text = files("dogbreed.conf").joinpath("rules/sagemaker.yaml").read_text()
+    return OmegaConf.to_container(OmegaConf.create(text))  # type: ignore[return-value]
+
+
+def rule_defaults(kind: str) -> dict[str, dict[str, Any]]:
+    """SageMaker's default parameters of each rule of `kind` (debugger or profiler), without our keys."""
+    return {
+        name: {k: v for k, v in settings.items() if k not in LOCAL_KEYS}
+        for name, settings in shipped_rule_settings()[kind].items()
+    }
 
 
 @dataclass
@@ -137,9 +157,9 @@ def act_on_issue(trainer: Any, spec: RuleSpec, finding: Finding) -> None:
 def sagemaker_rule_parameters(
     node: Mapping[str, Any] | None, as_text: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """Each rule's SageMaker parameters from a rules node (conf/rules/*.yaml, debugger or profiler part),
-    our own keys and null values removed, so a SageMaker launch configures the same rules with the same
-    thresholds as local runs. as_text: values as the strings `Rule.sagemaker(..., rule_parameters=...)`
+    """Each rule's SageMaker parameters from a rules node (its debugger or profiler part), our own keys
+    and null values removed, so a SageMaker launch configures the same rules with the same thresholds as
+    local runs. as_text: values as the strings `Rule.sagemaker(..., rule_parameters=...)`
     takes; otherwise as they are, for the profiler rule classes, which check them as numbers."""
     out: dict[str, dict[str, Any]] = {}
     for name, settings in (node or {}).items():

@@ -16,25 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dogbreed.diagnostics.outcomes import Finding, RuleSpec
+from dogbreed.diagnostics.outcomes import Finding, RuleSpec, rule_defaults, shipped_rule_settings
 from dogbreed.diagnostics.system_monitor import SystemSample
 
-PROFILER_RULE_DEFAULTS: dict[str, dict] = {
-    "LowGPUUtilization": {"threshold_p95": 70, "threshold_p5": 10, "window": 500, "patience": 1000},
-    "CPUBottleneck": {"threshold": 50, "gpu_threshold": 10, "cpu_threshold": 90, "patience": 1000},
-    "IOBottleneck": {"threshold": 50, "gpu_threshold": 10, "io_threshold": 50, "patience": 1000},
-    "BatchSize": {
-        "cpu_threshold_p95": 70,
-        "gpu_threshold_p95": 70,
-        "gpu_memory_threshold_p95": 70,
-        "patience": 1000,
-        "window": 500,
-    },
-    "StepOutlier": {"stddev": 3, "mode": None, "n_outliers": 10},
-    "GPUMemoryIncrease": {"increase": 5, "patience": 1000, "window": 10},
-    "Dataloader": {"min_threshold": 70, "max_threshold": 200},
-}
-DATALOADER_WAIT_THRESHOLD = 25.0  # percent; rules.profiler.Dataloader.local.wait_threshold
+# SageMaker's default parameters of each rule, as the rules config ships them.
+PROFILER_RULE_DEFAULTS = rule_defaults("profiler")
+# Percent of training time spent waiting for batches before Dataloader's verdict matters (a local setting).
+DATALOADER_WAIT_THRESHOLD = float(
+    shipped_rule_settings()["profiler"]["Dataloader"]["local"]["wait_threshold"]
+)
 
 RECOMMENDATIONS = {
     "LowGPUUtilization": "The GPU is mostly idle or fluctuates: increase data.batch_size, add loader workers "

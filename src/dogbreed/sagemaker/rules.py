@@ -1,5 +1,5 @@
 """SageMaker Debugger and Profiler settings of a training job: the hook, the built-in rules it runs and
-their parameters, read from the shared `rules` node local runs use (conf/rules/sagemaker.yaml)."""
+their parameters, read from the shared `rules` node local runs use (dogbreed/conf/rules/sagemaker.yaml)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.diagnostics.debugger_rules import DEBUGGER_RULE_DEFAULTS
-from dogbreed.diagnostics.outcomes import RuleSpec, parse_rule_specs, sagemaker_rule_parameters
-from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
+from dogbreed.diagnostics.outcomes import RuleSpec, parse_rule_specs, rule_defaults, sagemaker_rule_parameters
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
 
-RULE_DEFAULTS = {"debugger": DEBUGGER_RULE_DEFAULTS, "profiler": PROFILER_RULE_DEFAULTS}
+RULE_DEFAULTS = {"debugger": rule_defaults("debugger"), "profiler": rule_defaults("profiler")}
 # SageMaker's profiler report: not a rule of ours but a job that runs every profiler rule itself.
 PROFILER_REPORT = "ProfilerReport"
 
@@ -25,7 +23,7 @@ def debugger_settings(cfg: DictConfig) -> dict[str, Any]:
     """Estimator keyword arguments for SageMaker Debugger (hook + rules) and the profiler.
 
     backend.debugger.rules / backend.profiler.rules only pick rules; their parameters and actions come from
-    the rules node local runs evaluate (conf/rules/sagemaker.yaml), so one override changes both places.
+    the rules node local runs evaluate (dogbreed/conf/rules/sagemaker.yaml): one override changes both.
     """
     from sagemaker.debugger import (
         CollectionConfig,
@@ -102,14 +100,15 @@ def _snake(name: str) -> str:
 
 def job_rules(rules: Mapping[str, Any] | None, picked: Any, kind: str) -> dict[str, RuleSpec]:
     """The rules `picked` (backend.<kind>.rules, a list of names) as the shared node `rules` (rules.<kind>,
-    conf/rules/*.yaml) configures them for local runs: validated the same way, with the same parameters
-    and actions. The backend only picks; a rule switched off in the shared node (null) is off here too.
-    ProfilerReport is no rule of ours (see profiler_report_parameters). Raises ValueError naming the key."""
+    dogbreed/conf/rules/sagemaker.yaml) configures them for local runs: validated the same way, with the
+    same parameters and actions. The backend only picks; a rule switched off in the shared node (null) is
+    off here too. ProfilerReport is no rule of ours (see profiler_report_parameters). Raises ValueError
+    naming the key."""
     specs = parse_rule_specs(rules, RULE_DEFAULTS[kind], f"rules.{kind}")
     if isinstance(picked, Mapping):
         raise ValueError(
             f"backend.{kind}.rules lists rule names; their thresholds are set in rules.{kind}.<rule> "
-            "(conf/rules/sagemaker.yaml), shared with local runs"
+            "(dogbreed/conf/rules/sagemaker.yaml), shared with local runs"
         )
     known = [*RULE_DEFAULTS[kind], *([PROFILER_REPORT] if kind == "profiler" else [])]
     chosen: dict[str, RuleSpec] = {}
@@ -126,6 +125,6 @@ def job_rules(rules: Mapping[str, Any] | None, picked: Any, kind: str) -> dict[s
 def profiler_report_parameters(rules: Mapping[str, Any] | None) -> dict[str, Any]:
     """ProfilerReport runs every profiler rule itself and takes their parameters as <Rule>_<parameter>:
     the shared thresholds of every profiler rule, so the report agrees with the local one too."""
-    specs = parse_rule_specs(rules, PROFILER_RULE_DEFAULTS, "rules.profiler")
+    specs = parse_rule_specs(rules, RULE_DEFAULTS["profiler"], "rules.profiler")
     values = sagemaker_rule_parameters({name: spec.parameters for name, spec in specs.items()}, as_text=False)
     return {f"{name}_{key}": value for name, params in values.items() for key, value in params.items()}

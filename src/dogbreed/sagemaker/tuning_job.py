@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.callbacks import METRIC_NAMES
+from dogbreed.metric_lines import METRIC_NAMES
 from dogbreed.overrides import TUNE_ONLY_KEYS, format_override, without_keys
 from dogbreed.sagemaker.dry_run import show_request
 from dogbreed.sagemaker.metrics import metric_definitions
@@ -23,12 +23,11 @@ from dogbreed.sagemaker.training_job import (
     job_name_for,
 )
 from dogbreed.search_space import Param, load_search_space, search_space_to_sagemaker
+from dogbreed.tuning_objective import TuneConfigError, objective_of
 
 
 def tuning_objective(cfg: DictConfig) -> tuple[str, str]:
     """tune.objective / tune.direction, the one objective of a local study and a SageMaker tuning job."""
-    from dogbreed.tuning import TuneConfigError, objective_of
-
     if cfg.get("tune") is None:
         raise SageMakerSetupError("a tuning job is launched by tune.py (its config holds tune.objective)")
     try:
