@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -97,20 +98,33 @@ def evaluate_model_dir(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> dict:
-    """Run an exported model over an ImageFolder split and write the same report a training run writes."""
+    """Run an exported model over an ImageFolder split and write the same report a training run writes,
+    plus predictions.csv: each image's top-1 breed and probability, as `load_model().predict` and the
+    servers answer for the same file (the model's own decoding and transform)."""
     from torch.utils.data import DataLoader
 
     from dogbreed.data.folders import BreedImageFolder
 
     model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
-    dataset = BreedImageFolder(split_dir, classes=model.class_names, transform=model.transform)
+    dataset = BreedImageFolder(
+        split_dir, classes=model.class_names, transform=model.transform, draft_size=model.draft_size
+    )
     confusion = torch.zeros(len(model.class_names), len(model.class_names), dtype=torch.long)
+    rows = []
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
-        predicted = model.probabilities(images).argmax(dim=1)
+        probabilities, predicted = model.probabilities(images).max(dim=1)
         confusion += torch.bincount(
             targets * len(model.class_names) + predicted, minlength=len(model.class_names) ** 2
         ).reshape(confusion.shape)
+        for target, top, probability in zip(
+            targets.tolist(), predicted.tolist(), probabilities.tolist(), strict=True
+        ):
+            file = os.path.relpath(dataset.samples[len(rows)][0], split_dir)
+            names = model.class_names
+            rows.append([file, names[target], names[top], f"{probability:.6f}"])
     summary = write_evaluation_report(confusion, model.class_names, out_dir)
+    with open(Path(out_dir) / "predictions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["file", "true", "predicted", "probability"], *rows])
     (Path(out_dir) / "evaluation.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -122,17 +122,21 @@ class BreedModel:
         self.net.to(device)
         return self
 
+    @property
+    def draft_size(self) -> int:
+        """The size JPEGs are decoded for (PIL's draft mode skips resolution the resize throws away).
+        Every inference path decodes this way (predict, evaluation, the servers), as training evaluates."""
+        return self.preprocessing.resize_size
+
+    def decode(self, image: Image.Image | str | Path | bytes) -> Image.Image:
+        """An upright RGB image from a file path, encoded bytes or a PIL image."""
+        if isinstance(image, Image.Image):
+            return to_rgb(image)
+        source = io.BytesIO(image) if isinstance(image, bytes) else image
+        return load_rgb(source, draft_size=self.draft_size)
+
     def preprocess(self, images: Iterable[Image.Image | str | Path | bytes]) -> torch.Tensor:
-        tensors = []
-        for image in images:
-            if isinstance(image, bytes):
-                image = to_rgb(Image.open(io.BytesIO(image)))
-            elif not isinstance(image, Image.Image):
-                image = load_rgb(image)
-            else:
-                image = to_rgb(image)
-            tensors.append(self.transform(image))
-        return torch.stack(tensors)
+        return torch.stack([self.transform(self.decode(image)) for image in images])
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -40,8 +41,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Decode `path` (whatever its extension says) as RGB.
+def load_rgb(path: str | Path | BinaryIO, draft_size: int | None = None) -> Image.Image:
+    """Decode `path` (a file, whatever its extension says, or an open binary stream) as RGB.
 
     Truncated files load with their missing part grey, as most viewers show them. `draft_size`
     lets the JPEG decoder skip resolution that a later resize would throw away.
@@ -58,7 +59,8 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
                 ImageFile.LOAD_TRUNCATED_IMAGES = previous
             return to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadImageError(f"cannot read image {path}: {exc}") from exc
+        where = path if isinstance(path, (str, Path)) else "bytes"
+        raise BadImageError(f"cannot read image {where}: {exc}") from exc
 
 
 def check_readable(path: str | Path) -> str | None:

@@ -71,7 +71,7 @@ class InferenceEngine:
         self.model = model
         self.arch = model.arch
         self.class_names = model.class_names
-        self.draft_size = model.preprocessing.resize_size  # as evaluation decodes JPEGs
+        self.draft_size = model.draft_size  # JPEGs decoded as every inference path decodes them
         self.transform = model.transform
         self.crop_size = model.preprocessing.crop_size
         self.optimize = optimize
