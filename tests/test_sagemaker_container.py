@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
+from dogbreed.overrides import (
+    decode_hyperparameter,
+    hyperparameters_from_overrides,
+    overrides_from_hyperparameters,
+)
 from dogbreed.sagemaker.container import (
     ChannelLayoutError,
     argv_to_overrides,
@@ -92,6 +96,20 @@ def test_each_host_of_a_multi_instance_job_gets_its_node_rank():
 def test_a_tuning_jobs_own_hyperparameters_are_not_hydra_overrides():
     hyperparameters = {"_tuning_objective_metric": "val/acc", "sagemaker_program": "x.py", "model.lr": 0.1}
     assert overrides_from_hyperparameters(hyperparameters) == ["model.lr=0.1"]
+
+
+def test_hyperparameters_as_the_sdk_encodes_them_or_the_tuner_sends_them_decode_to_the_same_override():
+    # The SDK JSON-encodes a framework estimator's values; the tuning service sends tuned values raw.
+    sdk = {k: json.dumps(v) for k, v in {"model.lr": 0.001, "model.scheduler": "cosine", "x": None}.items()}
+    raw = {"model.lr": "0.001", "model.scheduler": "cosine", "x": "null"}
+    for sent in (sdk, raw):
+        decoded = {k: decode_hyperparameter(v) for k, v in sent.items()}
+        assert decoded == {"model.lr": 0.001, "model.scheduler": "cosine", "x": None}
+        assert overrides_from_hyperparameters(decoded) == [
+            "model.lr=0.001",
+            "model.scheduler=cosine",
+            "x=null",
+        ]
 
 
 def fake_opt_ml(base: Path, data: Path, hyperparameters: dict[str, str], source: Path) -> dict[str, str]:

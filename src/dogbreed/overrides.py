@@ -5,6 +5,7 @@ between overrides and SageMaker job hyperparameters (string pairs).
     format_override("model.lr", 0.00031)                  -> "model.lr=0.00031"
     hyperparameters_from_overrides(["model.lr=3e-4"])     -> {"model.lr": "3e-4"}
     overrides_from_hyperparameters({"model.lr": "3e-4"})  -> ["model.lr=3e-4"]
+    decode_hyperparameter('"cosine"')                     -> "cosine"
 """
 
 from __future__ import annotations
@@ -94,8 +95,23 @@ def overrides_from_hyperparameters(hyperparameters: Mapping[str, object]) -> lis
     return overrides
 
 
+def decode_hyperparameter(value: object) -> object:
+    """A job hyperparameter as the job reads it: the SDK JSON-encodes the values of framework estimators
+    (`"\\"cosine\\""`, `"0.001"`), the tuning service sends tuned values raw (`cosine`). Anything that is
+    not JSON is the value itself."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
 def value_text(value: object) -> str:
-    """A hyperparameter value as override text: booleans as Hydra spells them, lists/dicts as JSON."""
+    """A hyperparameter value as override text: booleans and null as Hydra spells them, lists/dicts as
+    JSON."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list | dict):

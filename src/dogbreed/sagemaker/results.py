@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dogbreed.files import write_text_atomic
-from dogbreed.overrides import overrides_from_hyperparameters
+from dogbreed.overrides import decode_hyperparameter, overrides_from_hyperparameters
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def attach_training(cfg: DictConfig, session: Any, name: str, out_dir: Path | No
     return described
 
 
-def best_values(described: dict) -> tuple[str, dict[str, str], list[str]]:
+def best_values(described: dict) -> tuple[str, dict[str, Any], list[str]]:
     """A finished tuning job's best training job, its tuned values, and the static overrides all its
     training jobs shared (the launching tune.py's train overrides)."""
     best = described.get("BestTrainingJob")
@@ -117,25 +117,10 @@ def best_values(described: dict) -> tuple[str, dict[str, str], list[str]]:
             f"tuning job {described['HyperParameterTuningJobName']} has no best training job (yet)"
         )
     # A tuned value is a number (continuous and integer ranges) or a JSON-encoded string (categorical).
-    tuned = {key: _json_value(value) for key, value in sorted(best["TunedHyperParameters"].items())}
+    tuned = {key: decode_hyperparameter(v) for key, v in sorted(best["TunedHyperParameters"].items())}
     statics = (described.get("TrainingJobDefinition") or {}).get("StaticHyperParameters") or {}
-    static = overrides_from_hyperparameters({k: _decoded(v) for k, v in statics.items()})
+    static = overrides_from_hyperparameters({k: decode_hyperparameter(v) for k, v in statics.items()})
     return best["TrainingJobName"], tuned, static
-
-
-def _json_value(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def _decoded(value: str) -> str:
-    try:  # the SDK JSON-encodes hyperparameter values for framework estimators
-        decoded = json.loads(value)
-    except json.JSONDecodeError:
-        return value
-    return decoded if isinstance(decoded, str) else value
 
 
 def attach_tuning(cfg: DictConfig, session: Any, name: str) -> dict:
