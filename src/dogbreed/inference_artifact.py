@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 ARTIFACTS_KEY = "artifacts"
 PRECISIONS = {"fp32": ONNX_FILE, "int8": INT8_FILE}
 QUANTIZE_CHOICES = ("int8", "none")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -116,11 +115,13 @@ def sha256_of(path: str | Path) -> str:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """Every image file under `folder`, in a stable order."""
+    """Every image file under `folder` (the extensions ImageFolder reads, as training), in a stable order."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder} is not a folder of images")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
 
 def pick(paths: Sequence[str | Path], count: int, seed: int) -> list[Path]:

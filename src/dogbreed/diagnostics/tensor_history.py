@@ -78,8 +78,8 @@ def layer_statistics(named_params: list[tuple[str, torch.nn.Parameter]], step: i
     """Gradient and weight statistics of each parameter that has a gradient, with one device sync.
 
     L2 norms go through torch._foreach_norm (what clip_grad_norm_ uses): one fused pass over all tensors.
-    The element-wise statistics of gradients are the expensive part on CPU (~0.2 s for a ResNet18 here),
-    hence the default save_interval of 50 steps."""
+    The element-wise statistics of gradients are the expensive part on CPU, hence the default
+    save_interval of 50 steps (cost measured in docs/benchmarks.md, "Debugger and profiler overhead")."""
     named = [(name, p) for name, p in named_params if p.grad is not None]
     if not named:
         return []
