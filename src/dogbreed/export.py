@@ -140,7 +140,11 @@ class BreedModel:
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        """Softmax over the classes for a preprocessed batch [N, 3, H, W], on the network's device and in
+        its dtype (bf16 when a server made it so); float32 [N, C] on the CPU."""
+        weights = next(self.net.parameters())
+        batch = batch.to(weights.device, weights.dtype, non_blocking=True)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         return torch.softmax(self.net(batch).float(), dim=1).cpu()
 
     def predict(

@@ -140,9 +140,7 @@ class InferenceEngine:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         if self.onnx is not None:
             return self.onnx(batch)
-        batch = batch.to(self.device, self.dtype, non_blocking=True)
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        return torch.softmax(self.net(batch).float(), dim=1).cpu()
+        return self.model.probabilities(batch)  # the exported model's own path, on the tuned network
 
     def predict_encoded(self, images: Sequence[EncodedImage]) -> torch.Tensor:
         """Decode, preprocess and run a list of checked images in one batch: probabilities [N, C]."""
