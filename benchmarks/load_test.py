@@ -378,9 +378,14 @@ def ping_probe(host: str, port: int, interval_s: float = 0.05):
 
 
 def run_load(
-    host: str, port: int, images: list[tuple[bytes, str]], requests: int, concurrency: int,
-    bad_fraction: float = 0.0, slow_clients: int = 0,
-) -> dict:  # fmt: skip
+    host: str,
+    port: int,
+    images: list[tuple[bytes, str]],
+    requests: int,
+    concurrency: int,
+    bad_fraction: float = 0.0,
+    slow_clients: int = 0,
+) -> dict:
     """`requests` requests (a `bad_fraction` share of them bad) at `concurrency`, meanwhile `slow_clients`
     connections that stop sending and a /ping probe; the summary."""
     plan = request_plan(images, requests, bad_fraction)
@@ -433,16 +438,24 @@ def free_port() -> int:
 
 @contextmanager
 def local_server(
-    model_dir: str | Path, overrides: list[str] = (), log: Path | None = None,
+    model_dir: str | Path,
+    overrides: list[str] = (),
+    log: Path | None = None,
     run_dir: str | Path = "/tmp/dogbreed-load-test",
-):  # fmt: skip
+):
     """serve/deploy.py in a subprocess, on its default host; yields (port, pid) once /ping answers 200."""
     port = free_port()
     out = open(log or os.devnull, "w")  # noqa: SIM115 - closed below
     cmd = [
-        sys.executable, str(ROOT / "serve" / "deploy.py"), f"model_dir={model_dir}", f"server.port={port}",
-        "server.log_level=warning", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null", *overrides,
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "serve" / "deploy.py"),
+        f"model_dir={model_dir}",
+        f"server.port={port}",
+        "server.log_level=warning",
+        f"hydra.run.dir={run_dir}",
+        "hydra.output_subdir=null",
+        *overrides,
+    ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -470,10 +483,12 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=16)
     parser.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad requests, e.g. 0.25")
     parser.add_argument(
-        "--slow-clients", type=int, default=None,
+        "--slow-clients",
+        type=int,
+        default=None,
         help="connections that stop sending their body (default: 4 with --bad-fraction, else 0); each "
         "waits for the server's body timeout (server.body_timeout_s)",
-    )  # fmt: skip
+    )
     # The server's memory settles once every batch size and request kind has been through it (allocator
     # arenas, oneDNN's per-shape kernels): 64 requests measured +10.6 % afterwards, 400 requests +0.7 %.
     parser.add_argument(

@@ -58,10 +58,14 @@ class PlainHandler:
         self.net.load_state_dict(torch.load(model_dir / "weights.pt", weights_only=True))
         self.net.eval()
         pre = Preprocessing.from_dict(config["preprocessing"])
-        self.transform = transforms.Compose([
-            transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-            transforms.Normalize(pre.mean, pre.std),
-        ])  # fmt: skip
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(256),
+                transforms.CenterCrop(224),
+                transforms.ToTensor(),
+                transforms.Normalize(pre.mean, pre.std),
+            ]
+        )
 
     def __call__(self, body: bytes) -> str:
         image = Image.open(io.BytesIO(body)).convert("RGB")
@@ -126,9 +130,13 @@ def network_latency_ms(engine, size: int, repeats: int) -> dict:
 
 def machine() -> dict:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {
         "cpu": cpu,
         "cpus_available": len(os.sched_getaffinity(0)),
@@ -152,8 +160,12 @@ def main() -> None:
     parser.add_argument("--skip-http", action="store_true", help="batch-1 latency only")
     args = parser.parse_args()
     photos = [body for body, _ in load_images(args.photos)]
-    report: dict = {"machine": machine(), "photos": len(photos), "engine_asked": args.engine,
-                    "optimize": args.optimize}  # fmt: skip
+    report: dict = {
+        "machine": machine(),
+        "photos": len(photos),
+        "engine_asked": args.engine,
+        "optimize": args.optimize,
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model_dir:
@@ -161,11 +173,17 @@ def main() -> None:
         else:
             model_dir = Path(tmp) / "model"
             names = [f"{i:03d}.Breed_{i}" for i in range(1, 134)]
-            export_model(build_network("resnet50", 133), model_dir, arch="resnet50", class_names=names,
-                         preprocessing=preprocessing_for("resnet50", 224))  # fmt: skip
+            export_model(
+                build_network("resnet50", 133),
+                model_dir,
+                arch="resnet50",
+                class_names=names,
+                preprocessing=preprocessing_for("resnet50", 224),
+            )
         config = json.loads((model_dir / "model.json").read_text())
         report["model"] = f"{config['arch']}, {config['preprocessing']['crop_size']} px, " + (
-            f"{config['num_classes']} classes")  # fmt: skip
+            f"{config['num_classes']} classes"
+        )
 
         os.environ.pop("DOGBREED_THREADS", None)
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = "1"  # one worker: all CPUs for it, like the server
@@ -173,8 +191,9 @@ def main() -> None:
         os.environ["DOGBREED_ENGINE"] = args.engine
         context = multiprocessing.get_context("spawn")
         conn, child_conn = context.Pipe()
-        plain = context.Process(target=plain_handler_process, args=(child_conn, str(model_dir), len(
-            os.sched_getaffinity(0))))  # fmt: skip
+        plain = context.Process(
+            target=plain_handler_process, args=(child_conn, str(model_dir), len(os.sched_getaffinity(0)))
+        )
         plain.start()
         engine = handler.model_fn(str(model_dir))
         report["engine"] = engine.name

@@ -93,8 +93,15 @@ def optimized_run(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from dogbreed.training import fit
 
     run_dir = tmp_path_factory.mktemp("optimized-run")
-    overrides = [*TINY, f"data.root={shapes3}", "trainer.max_epochs=3", "onnx.enabled=true",
-                 "onnx.calibration_size=48", "onnx.parity_size=36", *LOOSE_INT8]  # fmt: skip
+    overrides = [
+        *TINY,
+        f"data.root={shapes3}",
+        "trainer.max_epochs=3",
+        "onnx.enabled=true",
+        "onnx.calibration_size=48",
+        "onnx.parity_size=36",
+        *LOOSE_INT8,
+    ]
     fit(compose_config(run_dir, overrides))
     return run_dir / "model"
 

@@ -44,14 +44,18 @@ def make_container_python(where: Path) -> Path:
     python = where / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # A path entry, not a site dir: the .pth files in there (the editable dogbreed among them) are not run.
     Path(purelib, "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     probe = subprocess.run(
         [str(python), "-c", "import torch, sagemaker_training, sagemaker_pytorch_container; import dogbreed"],
-        capture_output=True, text=True, env=without_pythonpath(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=without_pythonpath(),
+    )
     assert "No module named 'dogbreed'" in probe.stderr, probe.stderr[-2000:]
     return python
 
@@ -219,8 +223,20 @@ def network_of_hosts(count: int) -> Iterator[list[Host]]:
             Path("/etc/netns", space).mkdir(parents=True, exist_ok=True)
             Path("/etc/netns", space, "hosts").write_text(hosts_file)
             ip("-n", space, "link", "set", "lo", "up")
-        ip("link", "add", f"db{tag}a", "netns", spaces[0], "type", "veth", "peer", "name", f"db{tag}b",
-           "netns", spaces[1])  # fmt: skip
+        ip(
+            "link",
+            "add",
+            f"db{tag}a",
+            "netns",
+            spaces[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"db{tag}b",
+            "netns",
+            spaces[1],
+        )
         for space, end, address in zip(spaces, ("a", "b"), addresses, strict=True):
             ip("-n", space, "link", "set", f"db{tag}{end}", "name", "eth0")
             ip("-n", space, "addr", "add", f"{address}/24", "dev", "eth0")
@@ -237,8 +253,11 @@ def start_host(host: Host, python: Path, env: dict[str, str]) -> subprocess.Pope
     command = f"hostname {host.name} && exec {python} -c '{CONTAINER_TRAIN}'"
     return subprocess.Popen(
         ["ip", "netns", "exec", host.namespace, "unshare", "--uts", "sh", "-c", command],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def extract(archive: Path, destination: Path) -> Path:

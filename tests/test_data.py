@@ -109,9 +109,15 @@ def test_class_only_in_a_later_split_is_reported(dataset):
 def test_subset_is_deterministic_and_indexes_classes_consistently(dataset):
     def make(seed: int) -> DogBreedDataModule:
         dm = DogBreedDataModule(
-            dataset, arch="resnet18", image_size=32, num_workers=0,
-            num_classes=2, images_per_class=4, eval_images_per_class=2, subset_seed=seed,
-        )  # fmt: skip
+            dataset,
+            arch="resnet18",
+            image_size=32,
+            num_workers=0,
+            num_classes=2,
+            images_per_class=4,
+            eval_images_per_class=2,
+            subset_seed=seed,
+        )
         dm.setup("fit")
         return dm
 

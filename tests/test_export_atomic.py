@@ -18,9 +18,12 @@ from dogbreed.preprocessing import Preprocessing
 def export(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     return export_model(
-        build_network("resnet18", 3), out, arch="resnet18", class_names=["a", "b", "c"],
+        build_network("resnet18", 3),
+        out,
+        arch="resnet18",
+        class_names=["a", "b", "c"],
         preprocessing=Preprocessing(crop_size=32, resize_size=36),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture

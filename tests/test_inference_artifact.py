@@ -70,9 +70,21 @@ def test_a_version_outside_the_limits_is_refused_with_a_message_and_never_served
     optimized_run, shapes3, tmp_path
 ):
     model_dir = copy_model(optimized_run, tmp_path)
-    command = [sys.executable, "-m", "dogbreed.export", "optimize", str(model_dir),
-               "--calibration", str(shapes3 / "train"), "--parity", str(shapes3 / "valid"),
-               "--calibration-size", "24", "--int8-max-prob-diff", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "dogbreed.export",
+        "optimize",
+        str(model_dir),
+        "--calibration",
+        str(shapes3 / "train"),
+        "--parity",
+        str(shapes3 / "valid"),
+        "--calibration-size",
+        "24",
+        "--int8-max-prob-diff",
+        "0",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 1, done.stderr
     assert "int8 refused: outside the parity limits, not kept and never served" in done.stderr

@@ -8,9 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -26,8 +23,7 @@ from dogbreed.model_archive import pack_model
 from dogbreed.network import build_network
 from dogbreed.preprocessing import preprocessing_for
 from dogbreed.serving.app import ServerSettings, create_app
-from tests.conftest import ROOT
-from tests.serving_support import invoke, running_server
+from tests.serving_support import invoke, running_server, through_sagemaker_handler
 
 pytestmark = pytest.mark.slow  # the handler runs in a process of its own, as in the container
 
@@ -43,8 +39,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     net = build_network("resnet18", len(CLASSES), None)
     with torch.no_grad():
         net.fc[-1].weight.mul_(4.0)  # away from flat probabilities, so decoding differences show
-    export_model(net, work / "export", arch="resnet18", class_names=CLASSES,
-                 preprocessing=preprocessing_for("resnet18", 64))  # fmt: skip
+    export_model(
+        net,
+        work / "export",
+        arch="resnet18",
+        class_names=CLASSES,
+        preprocessing=preprocessing_for("resnet18", 64),
+    )
     with tarfile.open(pack_model(work / "export")) as tar:
         tar.extractall(work / "opt-ml-model", filter="data")
     return work / "opt-ml-model"
@@ -60,24 +61,6 @@ def large_jpeg() -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "JPEG", quality=92)
     return out.getvalue()
-
-
-def through_the_sagemaker_handler(model_dir: Path, jpeg: bytes, work: Path) -> list[float]:
-    (work / "photo.jpg").write_bytes(jpeg)
-    requests = [{"body_file": str(work / "photo.jpg"), "content_type": "image/jpeg", "accept": ACCEPT}]
-    (work / "requests.json").write_text(json.dumps(requests))
-    env = {**os.environ, "PYTHONPATH": str(model_dir / "code"), "DOGBREED_THREADS": "1",
-           "DOGBREED_ENGINE": "torch", "DOGBREED_OPTIMIZE": "none"}  # fmt: skip
-    env.pop("SAGEMAKER_PROGRAM", None)
-    driver = ROOT / "tests" / "sagemaker_handler_driver.py"
-    done = subprocess.run(
-        [sys.executable, str(driver), str(model_dir), "requests.json"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (result,) = json.loads(done.stdout.strip().splitlines()[-1])["results"]
-    assert result["status"] == 200, result["body"][:300]
-    return json.loads(result["body"])["predictions"][0]["probabilities"]
 
 
 def test_the_same_bytes_get_the_same_probabilities_on_every_path(model_dir, tmp_path):
@@ -110,6 +93,11 @@ def test_the_same_bytes_get_the_same_probabilities_on_every_path(model_dir, tmp_
         answer = invoke(port, jpeg, "image/jpeg", ACCEPT)
     assert answer.status == 200, answer.body
     by_server = answer.json()["predictions"][0]["probabilities"]
-    by_endpoint = through_the_sagemaker_handler(model_dir, jpeg, tmp_path)
+    (tmp_path / "photo.jpg").write_bytes(jpeg)
+    request = {"body_file": str(tmp_path / "photo.jpg"), "content_type": "image/jpeg", "accept": ACCEPT}
+    env = {"DOGBREED_THREADS": "1", "DOGBREED_ENGINE": "torch", "DOGBREED_OPTIMIZE": "none"}
+    (result,) = through_sagemaker_handler(model_dir, [request], tmp_path, env)["results"]
+    assert result["status"] == 200, result["body"][:300]
+    by_endpoint = json.loads(result["body"])["predictions"][0]["probabilities"]
     assert by_server == by_endpoint  # the same digits, byte for byte
     assert by_server == pytest.approx(expected.tolist(), abs=1e-6)  # answers are rounded to 6 decimals

@@ -21,10 +21,17 @@ STEPS_PER_EPOCH = 48 // 8  # 3 classes x 16 train images of shapes3, batch 8
 def _train_cmd(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
     tiny = [o for o in TINY if not o.startswith("data.batch_size")]
     return [
-        sys.executable, "train.py", f"hydra.run.dir={run_dir}", f"data.root={data_root}", *tiny,
-        "data.batch_size=8", "data.images_per_class=16", "trainer.max_epochs=2",
-        "callbacks.last_checkpoint.every_n_train_steps=4", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "train.py",
+        f"hydra.run.dir={run_dir}",
+        f"data.root={data_root}",
+        *tiny,
+        "data.batch_size=8",
+        "data.images_per_class=16",
+        "trainer.max_epochs=2",
+        "callbacks.last_checkpoint.every_n_train_steps=4",
+        *extra,
+    ]
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:

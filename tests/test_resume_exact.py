@@ -47,8 +47,12 @@ def run_in_a_process(run_dir: Path, overrides: list[str], kill: bool = False) ->
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     return subprocess.run(
         [sys.executable, "-c", FIT_SCRIPT, "kill" if kill else "run", str(run_dir), *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def epoch_rows(run_dir: Path) -> dict[int, dict[str, float]]:

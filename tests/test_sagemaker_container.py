@@ -61,9 +61,10 @@ def test_one_channel_holding_the_splits_or_a_folder_of_them(tmp_path):
 
 def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
     env = {
-        "SAGEMAKER_BASE_DIR": str(tmp_path), "SM_MODEL_DIR": str(tmp_path / "model"),
+        "SAGEMAKER_BASE_DIR": str(tmp_path),
+        "SM_MODEL_DIR": str(tmp_path / "model"),
         "TRAINING_JOB_NAME": "job-a",
-    }  # fmt: skip
+    }
     job = ["trainer.enable_progress_bar=true", "model.lr=0.01"]
     placed = dict(o.split("=", 1) for o in container_overrides(job, env))
     assert placed["backend"] == "local" and placed["model_dir"] == str(tmp_path / "model")
@@ -83,12 +84,17 @@ def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
 
 def test_each_host_of_a_multi_instance_job_gets_its_node_rank():
     env = {
-        "SM_TRAINING_ENV": "{}", "SM_HOSTS": '["algo-2", "algo-1"]', "SM_CURRENT_HOST": "algo-2",
+        "SM_TRAINING_ENV": "{}",
+        "SM_HOSTS": '["algo-2", "algo-1"]',
+        "SM_CURRENT_HOST": "algo-2",
         "SM_NETWORK_INTERFACE_NAME": "eth0",
-    }  # fmt: skip
+    }
     assert distributed_environment(env) == {
-        "NODE_RANK": "1", "MASTER_ADDR": "algo-1", "MASTER_PORT": "7777", "GLOO_SOCKET_IFNAME": "eth0",
-    }  # fmt: skip
+        "NODE_RANK": "1",
+        "MASTER_ADDR": "algo-1",
+        "MASTER_PORT": "7777",
+        "GLOO_SOCKET_IFNAME": "eth0",
+    }
     assert "++trainer.num_nodes=2" in container_overrides([], {**env, "SAGEMAKER_BASE_DIR": "/nonexistent"})
     assert distributed_environment({**env, "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1"}) == {}
 

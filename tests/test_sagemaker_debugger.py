@@ -23,9 +23,14 @@ SMDEBUG_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:smd
 
 def dry_run(tmp_path, overrides: list[str]) -> tuple[dict, DictConfig]:
     overrides = [
-        "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "backend.debugger.enabled=true",
-        "backend.profiler.enabled=true", f"backend.image_uri={SMDEBUG_IMAGE}", *overrides,
-    ]  # fmt: skip
+        "backend=sagemaker",
+        "backend.dry_run=true",
+        "experiment=smoke",
+        "backend.debugger.enabled=true",
+        "backend.profiler.enabled=true",
+        f"backend.image_uri={SMDEBUG_IMAGE}",
+        *overrides,
+    ]
     cfg = compose_config(tmp_path, overrides)
     return launch_training(cfg, overrides), cfg
 

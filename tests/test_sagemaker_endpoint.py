@@ -31,10 +31,13 @@ BUCKET = MOTO_BUCKET  # the `aws` fixture creates it on the moto server
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-endpoint"
 
 SCALING = [
-    "endpoint.autoscaling.enabled=true", "endpoint.autoscaling.min_instances=2",
-    "endpoint.autoscaling.max_instances=5", "endpoint.autoscaling.target_invocations_per_instance=250",
-    "endpoint.autoscaling.scale_in_cooldown_s=600", "endpoint.autoscaling.scale_out_cooldown_s=30",
-]  # fmt: skip
+    "endpoint.autoscaling.enabled=true",
+    "endpoint.autoscaling.min_instances=2",
+    "endpoint.autoscaling.max_instances=5",
+    "endpoint.autoscaling.target_invocations_per_instance=250",
+    "endpoint.autoscaling.scale_in_cooldown_s=600",
+    "endpoint.autoscaling.scale_out_cooldown_s=30",
+]
 SCALING_TARGET = {
     "ServiceNamespace": "sagemaker",
     "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
@@ -60,19 +63,33 @@ def archive_names(data: bytes) -> set[str]:
 # ---------------------------------------------------------------------------------------------- dry run
 def test_dry_run_prints_model_endpoint_and_autoscaling_requests(no_aws, tmp_path, capsys):
     model_data = "s3://training-out/dogbreed-job/output/model.tar.gz"
-    cfg = deploy_config(tmp_path, [
-        "backend.dry_run=true", f"backend.role={ROLE}", "backend.bucket=my-bucket", "backend.prefix=dogs",
-        f"model_data={model_data}", "endpoint_name=dogbreed-test", "endpoint.instance_type=ml.c5.xlarge",
-        "endpoint.initial_instance_count=2", "endpoint.environment.DOGBREED_TOPK=3",
-        "+backend.tags.team=vision", *SCALING,
-    ])  # fmt: skip
+    cfg = deploy_config(
+        tmp_path,
+        [
+            "backend.dry_run=true",
+            f"backend.role={ROLE}",
+            "backend.bucket=my-bucket",
+            "backend.prefix=dogs",
+            f"model_data={model_data}",
+            "endpoint_name=dogbreed-test",
+            "endpoint.instance_type=ml.c5.xlarge",
+            "endpoint.initial_instance_count=2",
+            "endpoint.environment.DOGBREED_TOPK=3",
+            "+backend.tags.team=vision",
+            *SCALING,
+        ],
+    )
     requests = deploy_endpoint(cfg)
 
     assert json.loads(capsys.readouterr().out) == requests
     assert json.loads((tmp_path / "endpoint_requests.json").read_text()) == requests
     assert operations(requests) == [
-        "CreateModel", "CreateEndpointConfig", "CreateEndpoint", "RegisterScalableTarget", "PutScalingPolicy",
-    ]  # fmt: skip
+        "CreateModel",
+        "CreateEndpointConfig",
+        "CreateEndpoint",
+        "RegisterScalableTarget",
+        "PutScalingPolicy",
+    ]
     model, config, endpoint, target, policy = (r["request"] for r in requests)
 
     assert model["ModelName"] == "dogbreed-test" and model["ExecutionRoleArn"] == ROLE
@@ -96,10 +113,15 @@ def test_dry_run_prints_model_endpoint_and_autoscaling_requests(no_aws, tmp_path
     assert {"Key": "team", "Value": "vision"} in model["Tags"]
 
     assert config["EndpointConfigName"] == "dogbreed-test"
-    assert config["ProductionVariants"] == [{
-        "VariantName": "AllTraffic", "ModelName": "dogbreed-test", "InitialVariantWeight": 1,
-        "InitialInstanceCount": 2, "InstanceType": "ml.c5.xlarge",
-    }]  # fmt: skip
+    assert config["ProductionVariants"] == [
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": "dogbreed-test",
+            "InitialVariantWeight": 1,
+            "InitialInstanceCount": 2,
+            "InstanceType": "ml.c5.xlarge",
+        }
+    ]
     assert endpoint["EndpointName"] == "dogbreed-test" and endpoint["EndpointConfigName"] == "dogbreed-test"
 
     resource = {"ResourceId": "endpoint/dogbreed-test/variant/AllTraffic", **SCALING_TARGET}
@@ -127,9 +149,14 @@ def test_dry_run_packs_a_local_model_dir_and_names_everything_after_the_endpoint
     model_dir = tmp_path / "exported"
     shutil.copytree(trained_run / "model", model_dir)
     (model_dir / "code" / "user-note.txt").write_text("mine")  # a dry run must not rewrite the model dir
-    cfg = deploy_config(tmp_path, [
-        "backend.dry_run=true", f"model_dir={model_dir}", "endpoint.instance_type=ml.g4dn.xlarge",
-    ])  # fmt: skip
+    cfg = deploy_config(
+        tmp_path,
+        [
+            "backend.dry_run=true",
+            f"model_dir={model_dir}",
+            "endpoint.instance_type=ml.g4dn.xlarge",
+        ],
+    )
     requests = deploy_endpoint(cfg)
     assert (model_dir / "code" / "user-note.txt").read_text() == "mine"
 
@@ -161,10 +188,12 @@ def test_dry_run_teardown_lists_the_delete_calls(no_aws, monkeypatch, tmp_path, 
     assert json.loads((tmp_path / "teardown_requests.json").read_text()) == requests
     resource = {"ResourceId": "endpoint/dogbreed-old/variant/AllTraffic", **SCALING_TARGET}
     scaling = [
-        {"operation": "DeleteScalingPolicy",
-         "request": {"PolicyName": "dogbreed-old-invocations-per-instance", **resource}},
+        {
+            "operation": "DeleteScalingPolicy",
+            "request": {"PolicyName": "dogbreed-old-invocations-per-instance", **resource},
+        },
         {"operation": "DeregisterScalableTarget", "request": resource},
-    ]  # fmt: skip
+    ]
     assert requests == (scaling if autoscaled else []) + [
         {"operation": "DeleteEndpoint", "request": {"EndpointName": "dogbreed-old"}},
         {"operation": "DeleteEndpointConfig", "request": {"EndpointConfigName": "dogbreed-old"}},
@@ -181,15 +210,19 @@ def test_dry_run_teardown_lists_the_delete_calls(no_aws, monkeypatch, tmp_path, 
         (["model_dir=EMPTY"], "holds no model.json: it is not an exported model"),
         (["model_dir=EMPTY", S3_MODEL], "give model_dir or model_data, not both"),
         (["model_data=/local/model.tar.gz"], "model_data must be an s3://.../model.tar.gz URI"),
-        ([S3_MODEL, "endpoint.instance_type=ml.m5.huge"],
-         "unknown instance type endpoint.instance_type=ml.m5.huge"),
+        (
+            [S3_MODEL, "endpoint.instance_type=ml.m5.huge"],
+            "unknown instance type endpoint.instance_type=ml.m5.huge",
+        ),
         ([S3_MODEL, "endpoint.framework_version=2.8"], "Unsupported pytorch version: 2.8"),
-        ([S3_MODEL, "endpoint.autoscaling.enabled=true", "endpoint.autoscaling.max_instances=0"],
-         "1 <= min_instances <= max_instances"),
+        (
+            [S3_MODEL, "endpoint.autoscaling.enabled=true", "endpoint.autoscaling.max_instances=0"],
+            "1 <= min_instances <= max_instances",
+        ),
         ([S3_MODEL, "endpoint_name=-bad_name"], "endpoint name '-bad_name' is not valid"),
         (["teardown=true"], "teardown=true needs endpoint_name=<name>"),
     ],
-)  # fmt: skip
+)
 def test_setup_errors_are_one_line_and_come_before_any_call(
     no_aws, monkeypatch, tmp_path, overrides, message
 ):
@@ -216,11 +249,15 @@ def test_an_endpoint_that_fails_ends_the_deploy_with_its_reason_in_one_line():
     )
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     failed = {
-        "EndpointName": "dogbreed-bad", "EndpointConfigName": "dogbreed-bad", "EndpointStatus": "Failed",
+        "EndpointName": "dogbreed-bad",
+        "EndpointConfigName": "dogbreed-bad",
+        "EndpointStatus": "Failed",
         "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogbreed-bad",
         "FailureReason": "The primary container for production variant AllTraffic did not pass the ping\n"
-        "health check.", "CreationTime": now, "LastModifiedTime": now,
-    }  # fmt: skip
+        "health check.",
+        "CreationTime": now,
+        "LastModifiedTime": now,
+    }
     with Stubber(client) as stubber:
         stubber.add_response("describe_endpoint", failed, {"EndpointName": "dogbreed-bad"})  # the waiter
         stubber.add_response("describe_endpoint", failed, {"EndpointName": "dogbreed-bad"})  # its reason
@@ -236,9 +273,15 @@ def test_an_endpoint_that_fails_ends_the_deploy_with_its_reason_in_one_line():
 
 # ------------------------------------------------------------------------------------------------- moto
 def moto_config(run_dir: Path, overrides: list[str]):
-    return deploy_config(run_dir, [
-        f"backend.role={ROLE}", f"backend.bucket={BUCKET}", "backend.prefix=moto", *overrides,
-    ])  # fmt: skip
+    return deploy_config(
+        run_dir,
+        [
+            f"backend.role={ROLE}",
+            f"backend.bucket={BUCKET}",
+            "backend.prefix=moto",
+            *overrides,
+        ],
+    )
 
 
 def missing(call, **kwargs) -> bool:
@@ -310,8 +353,11 @@ def test_deploy_from_model_dir_with_autoscaling_then_teardown(aws, trained_run, 
         moto_config(tmp_path / "teardown", ["teardown=true", f"endpoint_name={name}"])
     )
     assert deleted == [
-        f"autoscaling:{resource}", f"endpoint:{name}", f"endpoint-config:{name}", f"model:{name}",
-    ]  # fmt: skip
+        f"autoscaling:{resource}",
+        f"endpoint:{name}",
+        f"endpoint-config:{name}",
+        f"model:{name}",
+    ]
     assert missing(sagemaker.describe_endpoint, EndpointName=name)
     assert missing(sagemaker.describe_endpoint_config, EndpointConfigName=name)
     assert missing(sagemaker.describe_model, ModelName=name)
@@ -366,14 +412,23 @@ def test_unreadable_model_data_is_named(aws, tmp_path):
 # ------------------------------------------------------------------------------------------ entry point
 @pytest.mark.slow  # two fresh interpreters importing Hydra and the SDK
 def test_deploy_py_dry_run_and_one_line_error(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ENDPOINT_URL": CLOSED_PORT,
-           "AWS_REGION": "eu-west-1", "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL": CLOSED_PORT,
+        "AWS_REGION": "eu-west-1",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
 
     def deploy(*overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "serve/deploy.py", "backend=sagemaker", *overrides, f"hydra.run.dir={run_dir}"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     done = deploy(
         "backend.dry_run=true",

@@ -35,16 +35,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-replay"
 # A job small enough for two CPU cores: 3 classes of 32 px images, ResNet18 from scratch.
 JOB = [
-    "model=resnet18", "model.weights=null", "model.freeze=all", "data.image_size=32", "data.batch_size=16",
-    "data.num_workers=0", "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
-]  # fmt: skip
+    "model=resnet18",
+    "model.weights=null",
+    "model.freeze=all",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+]
 
 
 def backend(*extra: str) -> list[str]:
     return [
-        "backend=sagemaker", f"backend.role={ROLE}", f"backend.bucket={MOTO_BUCKET}",
-        "backend.instance_type=ml.m5.large", *extra,
-    ]  # fmt: skip
+        "backend=sagemaker",
+        f"backend.role={ROLE}",
+        f"backend.bucket={MOTO_BUCKET}",
+        "backend.instance_type=ml.m5.large",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +154,16 @@ def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
     aws, shapes3, tmp_path, container_python
 ):
     overrides = [
-        *backend(), "search=smoke", "tune.objective=val/acc", "tune.n_trials=4", *JOB, f"data.root={shapes3}",
-        "backend.tuning.max_jobs=2", "debugger=on", "profiler=on",
-    ]  # fmt: skip
+        *backend(),
+        "search=smoke",
+        "tune.objective=val/acc",
+        "tune.n_trials=4",
+        *JOB,
+        f"data.root={shapes3}",
+        "backend.tuning.max_jobs=2",
+        "debugger=on",
+        "profiler=on",
+    ]
     space = OmegaConf.to_container(OmegaConf.load("conf/search/smoke.yaml"))
     space["trainer.max_epochs"] = {"type": "int", "low": 1, "high": 2}
     cfg = compose_config(tmp_path / "tune", overrides, "tune")
@@ -185,9 +201,12 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     aws, shapes3, tmp_path, container_python
 ):
     overrides = [
-        *backend("backend.instance_count=2"), "trainer=ddp", *JOB, f"data.root={shapes3}",
+        *backend("backend.instance_count=2"),
+        "trainer=ddp",
+        *JOB,
+        f"data.root={shapes3}",
         "trainer.max_epochs=1",
-    ]  # fmt: skip
+    ]
     job = launched(tmp_path / "launch", overrides)
     assert job["ResourceConfig"]["InstanceCount"] == 2
     with network_of_hosts(2) as hosts:

@@ -28,11 +28,19 @@ def decoded(hyperparameters: dict[str, str]) -> dict[str, object]:
 
 def test_dry_run_request_carries_the_overrides_metrics_and_job_settings(no_aws, tmp_path, capsys):
     overrides = [
-        "backend=sagemaker", "backend.dry_run=true", f"backend.role={ROLE}", "backend.bucket=my-bucket",
-        "backend.instance_type=ml.m5.xlarge", "backend.spot=true", "backend.max_run_s=3600",
-        "+backend.tags.team=vision", "experiment=smoke", "model.lr=3e-4", "+trainer.num_sanity_val_steps=0",
+        "backend=sagemaker",
+        "backend.dry_run=true",
+        f"backend.role={ROLE}",
+        "backend.bucket=my-bucket",
+        "backend.instance_type=ml.m5.xlarge",
+        "backend.spot=true",
+        "backend.max_run_s=3600",
+        "+backend.tags.team=vision",
+        "experiment=smoke",
+        "model.lr=3e-4",
+        "+trainer.num_sanity_val_steps=0",
         "data.root=/somewhere/local",
-    ]  # fmt: skip
+    ]
     cfg = compose_config(tmp_path, overrides)
     request = launch_training(cfg, overrides)
 
@@ -99,9 +107,17 @@ def test_container_requirements_never_reinstall_torch():
 
 def test_hyperparameters_leave_out_launcher_settings():
     assert hyperparameters_from_overrides(
-        ["backend=sagemaker", "backend.wait=true", "hydra.run.dir=x", "data.root=/d", "model_dir=m",
-         "data.batch_size=8", "~logger", "+x.y=[1,2]"]
-    ) == {"data.batch_size": "8", "~logger": "", "+x.y": "[1,2]"}  # fmt: skip
+        [
+            "backend=sagemaker",
+            "backend.wait=true",
+            "hydra.run.dir=x",
+            "data.root=/d",
+            "model_dir=m",
+            "data.batch_size=8",
+            "~logger",
+            "+x.y=[1,2]",
+        ]
+    ) == {"data.batch_size": "8", "~logger": "", "+x.y": "[1,2]"}
 
 
 def test_metric_regexes_read_the_lines_a_real_training_run_prints(shapes3, tmp_path, capfd):
@@ -163,13 +179,23 @@ def test_missing_sdk_says_which_extra_to_install(no_aws, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_train_py_reports_a_setup_error_in_one_line(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ENDPOINT_URL": CLOSED_PORT,
-           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
-           "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL": CLOSED_PORT,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_REGION": "us-east-1",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     result = subprocess.run(
         [sys.executable, "train.py", "backend=sagemaker", "backend.bucket=b", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: no IAM role: set backend.role=")
     assert "Traceback" not in result.stderr

@@ -25,10 +25,16 @@ def keys(s3, prefix: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_training_job_is_created_with_uploaded_data_and_source(aws, shapes3, tmp_path):
     overrides = [
-        "backend=sagemaker", f"backend.role={ROLE}", f"backend.bucket={BUCKET}", "backend.prefix=moto",
-        "backend.instance_type=ml.m5.large", "+backend.tags.run=moto", *TINY, f"data.root={shapes3}",
+        "backend=sagemaker",
+        f"backend.role={ROLE}",
+        f"backend.bucket={BUCKET}",
+        "backend.prefix=moto",
+        "backend.instance_type=ml.m5.large",
+        "+backend.tags.run=moto",
+        *TINY,
+        f"data.root={shapes3}",
         "trainer.max_epochs=2",
-    ]  # fmt: skip
+    ]
     described = launch_training(compose_config(tmp_path / "a", overrides), overrides)
 
     data = keys(aws, "moto/data/shapes3/")
@@ -59,9 +65,12 @@ def test_training_job_is_created_with_uploaded_data_and_source(aws, shapes3, tmp
 def test_tuning_job_is_created_and_described(aws, tmp_path):
     space = OmegaConf.create({"model.lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}})
     overrides = [
-        "backend=sagemaker", f"backend.role={ROLE}", f"backend.bucket={BUCKET}", "experiment=smoke",
+        "backend=sagemaker",
+        f"backend.role={ROLE}",
+        f"backend.bucket={BUCKET}",
+        "experiment=smoke",
         "backend.tuning.max_jobs=3",
-    ]  # fmt: skip
+    ]
     cfg = compose_config(tmp_path, [*overrides, "tune.objective=val/acc"], "tune")
     described = launch_tuning(cfg, overrides, OmegaConf.to_container(space))
     config = described["HyperParameterTuningJobConfig"]

@@ -39,18 +39,22 @@ def targz(files: dict[str, bytes]) -> bytes:
 def finished_job(aws, tmp_path) -> dict:
     """A training job created through the SDK (moto completes it at once) and what it would leave in S3."""
     overrides = [
-        "backend=sagemaker", f"backend.role={ROLE}", f"backend.bucket={MOTO_BUCKET}", "experiment=smoke",
+        "backend=sagemaker",
+        f"backend.role={ROLE}",
+        f"backend.bucket={MOTO_BUCKET}",
+        "experiment=smoke",
         "backend.instance_type=ml.m5.large",
-    ]  # fmt: skip
+    ]
     name = launch_training(compose_config(tmp_path / "launch", overrides), overrides)["TrainingJobName"]
     job = boto3.client("sagemaker", region_name="us-east-1").describe_training_job(TrainingJobName=name)
     bucket, _, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").partition("/")
     aws.put_object(Bucket=bucket, Key=key, Body=targz({"weights.pt": b"w", "model.json": b'{"arch": "x"}'}))
     output = f"{job['OutputDataConfig']['S3OutputPath'].removeprefix(f's3://{bucket}/')}/{name}"
     aws.put_object(
-        Bucket=bucket, Key=f"{output}/output/output.tar.gz",
+        Bucket=bucket,
+        Key=f"{output}/output/output.tar.gz",
         Body=targz({"metrics.json": b'{"test/acc": 0.9}', "debug/rule_outcomes.json": b"[]"}),
-    )  # fmt: skip
+    )
     report = "rule-output/ProfilerReport-1700000000/profiler-output/profiler-report.html"
     aws.put_object(Bucket=bucket, Key=f"{output}/{report}", Body=b"<html>report</html>")
     return job
@@ -58,9 +62,13 @@ def finished_job(aws, tmp_path) -> dict:
 
 def run_entry(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, script, *args], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+        [sys.executable, script, *args],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -88,7 +96,8 @@ def test_attach_to_a_tuning_job_writes_the_local_tuners_best_files_and_fetches_t
         "HyperParameterTuningJobName": "dogbreed-tune-1",
         "HyperParameterTuningJobArn": "arn:aws:sagemaker:us-east-1:123456789012:hyper-parameter-tuning-job/t",
         "HyperParameterTuningJobConfig": {
-            "Strategy": "Bayesian", "ResourceLimits": {"MaxParallelTrainingJobs": 1},
+            "Strategy": "Bayesian",
+            "ResourceLimits": {"MaxParallelTrainingJobs": 1},
         },
         "HyperParameterTuningJobStatus": "Completed",
         "CreationTime": "2026-11-30T05:00:00Z",
@@ -109,10 +118,12 @@ def test_attach_to_a_tuning_job_writes_the_local_tuners_best_files_and_fetches_t
             "TrainingJobStatus": "Completed",
             "TunedHyperParameters": {"model.lr": "0.00031", "model.freeze": '"layer4"'},
             "FinalHyperParameterTuningJobObjectiveMetric": {
-                "Type": "Maximize", "MetricName": "val/acc", "Value": 0.8,
+                "Type": "Maximize",
+                "MetricName": "val/acc",
+                "Value": 0.8,
             },
         },
-    }  # fmt: skip
+    }
     described_best = boto3.client("sagemaker", region_name="us-east-1").describe_training_job(
         TrainingJobName=best["TrainingJobName"]
     )
@@ -189,9 +200,12 @@ def test_expired_credentials_are_one_error_line(refusing_aws, tmp_path, command)
 
 def test_missing_data_folder_for_a_sagemaker_job_is_one_error_line(no_aws, tmp_path):
     result = run_entry(
-        "train.py", "backend=sagemaker", "backend.dry_run=true", "data.root=/nonexistent/dogImages",
+        "train.py",
+        "backend=sagemaker",
+        "backend.dry_run=true",
+        "data.root=/nonexistent/dogImages",
         f"hydra.run.dir={tmp_path / 'run'}",
-    )  # fmt: skip
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "data.root=/nonexistent/dogImages" in line and "backend.inputs" in line
@@ -222,11 +236,17 @@ def test_security_settings_and_the_sdks_own_config_file_reach_the_request(no_aws
     )
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
     overrides = [
-        "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "backend.vpc.subnets=[subnet-1]",
-        "backend.vpc.security_group_ids=[sg-1]", "backend.encrypt_inter_container_traffic=true",
-        "backend.kms.volume=alias/volume", "backend.input_mode=FastFile", "backend.network_isolation=true",
+        "backend=sagemaker",
+        "backend.dry_run=true",
+        "experiment=smoke",
+        "backend.vpc.subnets=[subnet-1]",
+        "backend.vpc.security_group_ids=[sg-1]",
+        "backend.encrypt_inter_container_traffic=true",
+        "backend.kms.volume=alias/volume",
+        "backend.input_mode=FastFile",
+        "backend.network_isolation=true",
         "backend.image_uri=111122223333.dkr.ecr.eu-west-1.amazonaws.com/dogbreed:train",
-    ]  # fmt: skip
+    ]
     request = launch_training(compose_config(tmp_path, overrides), overrides)
     assert request["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
     assert request["EnableNetworkIsolation"] is True

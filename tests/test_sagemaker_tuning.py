@@ -31,9 +31,13 @@ def space(tmp_path) -> dict:
 
 def tuning_request(tmp_path, space, extra=()) -> dict:
     overrides = [
-        "backend=sagemaker", "backend.dry_run=true", "experiment=smoke", "model.lr=1e-3",
-        "tune.objective=val/acc", *extra,
-    ]  # fmt: skip
+        "backend=sagemaker",
+        "backend.dry_run=true",
+        "experiment=smoke",
+        "model.lr=1e-3",
+        "tune.objective=val/acc",
+        *extra,
+    ]
     return launch_tuning(compose_config(tmp_path, overrides, "tune"), overrides, space)
 
 
@@ -53,8 +57,11 @@ def test_dry_run_tuning_request_matches_the_search_space_and_objective(no_aws, t
     ranges = config["ParameterRanges"]
     continuous = {r["Name"]: r for r in ranges["ContinuousParameterRanges"]}
     assert continuous["model.lr"] == {
-        "Name": "model.lr", "MinValue": "1e-05", "MaxValue": "0.01", "ScalingType": "Logarithmic"
-    }  # fmt: skip
+        "Name": "model.lr",
+        "MinValue": "1e-05",
+        "MaxValue": "0.01",
+        "ScalingType": "Logarithmic",
+    }
     assert continuous["model.dropout"]["ScalingType"] == "Linear"
     (integer,) = ranges["IntegerParameterRanges"]
     assert (integer["Name"], integer["MinValue"], integer["MaxValue"]) == ("model.head_hidden", "0", "512")
@@ -99,9 +106,15 @@ def test_bad_search_space_entries_are_named(no_aws, tmp_path, entry, message):
 
 def test_tune_only_and_tuned_keys_leave_the_training_jobs_static_overrides():
     overrides = [
-        "backend=sagemaker", "search=smoke", "tune.objective=val/acc", "+tune.extra=1", "experiment=smoke",
-        "model.lr=1e-3", "model.dropout=0.1", "searchlight=1",
-    ]  # fmt: skip
+        "backend=sagemaker",
+        "search=smoke",
+        "tune.objective=val/acc",
+        "+tune.extra=1",
+        "experiment=smoke",
+        "model.lr=1e-3",
+        "model.dropout=0.1",
+        "searchlight=1",
+    ]
     static = static_train_overrides(overrides, {"model.lr": None})
     assert static == ["backend=sagemaker", "experiment=smoke", "model.dropout=0.1", "searchlight=1"]
 
@@ -120,7 +133,9 @@ def test_best_training_job_gives_the_local_tuners_best_files(tmp_path):
         "HyperParameterTuningJobName": "dogbreed-tune",
         "TrainingJobDefinition": {
             "StaticHyperParameters": {
-                "experiment": '"smoke"', "model.dropout": '"0.1"', "_tuning_objective_metric": "val/acc",
+                "experiment": '"smoke"',
+                "model.dropout": '"0.1"',
+                "_tuning_objective_metric": "val/acc",
                 "sagemaker_program": '"train.py"',
             },
         },
@@ -128,19 +143,27 @@ def test_best_training_job_gives_the_local_tuners_best_files(tmp_path):
             "TrainingJobName": "dogbreed-tune-007-abc",
             "TunedHyperParameters": {"model.lr": "0.00031", "model.freeze": '"layer4"'},
             "FinalHyperParameterTuningJobObjectiveMetric": {
-                "Type": "Maximize", "MetricName": "val/acc", "Value": 0.9,
+                "Type": "Maximize",
+                "MetricName": "val/acc",
+                "Value": 0.9,
             },
         },
-    }  # fmt: skip
+    }
     job, tuned, static = best_values(described)
     assert job == "dogbreed-tune-007-abc"
     assert tuned == {"model.freeze": "layer4", "model.lr": 0.00031}
     assert static == ["experiment=smoke", "model.dropout=0.1"]
     overrides = train_overrides(static, tuned)
     write_best_files(
-        tmp_path, study_name="dogbreed-tune", direction="maximize", trial=job, value=0.9, params=tuned,
-        user_attrs={}, overrides=overrides,
-    )  # fmt: skip
+        tmp_path,
+        study_name="dogbreed-tune",
+        direction="maximize",
+        trial=job,
+        value=0.9,
+        params=tuned,
+        user_attrs={},
+        overrides=overrides,
+    )
     lines = (tmp_path / "best_overrides.txt").read_text().split()
     cfg = compose_config(tmp_path, lines)  # train.py accepts them as they are
     assert cfg.model.lr == pytest.approx(0.00031) and cfg.model.freeze == "layer4"
@@ -161,11 +184,22 @@ def test_tune_py_backend_sagemaker_dry_run_uses_the_search_file_and_the_local_ob
     run_dir = tmp_path / "tune"
     result = subprocess.run(
         [
-            sys.executable, "tune.py", "backend=sagemaker", "backend.dry_run=true", "data=embedded",
-            "search=default", "tune.objective=val/loss", "tune.n_trials=3", f"hydra.run.dir={run_dir}",
+            sys.executable,
+            "tune.py",
+            "backend=sagemaker",
+            "backend.dry_run=true",
+            "data=embedded",
+            "search=default",
+            "tune.objective=val/loss",
+            "tune.n_trials=3",
+            f"hydra.run.dir={run_dir}",
         ],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     request = json.loads((run_dir / "tuning_job_request.json").read_text())
     config = request["HyperParameterTuningJobConfig"]

@@ -28,11 +28,16 @@ SECRETS = {
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {
-        **os.environ, **SECRETS, **env,
-        "PYTHONPATH": str(ROOT / "src"), "AWS_ENDPOINT_URL": CLOSED_PORT, "AWS_REGION": "eu-west-1",
-        "AWS_EC2_METADATA_DISABLED": "true", "DOGBREED_CACHE": str(tmp_path / "cache"),
+        **os.environ,
+        **SECRETS,
+        **env,
+        "PYTHONPATH": str(ROOT / "src"),
+        "AWS_ENDPOINT_URL": CLOSED_PORT,
+        "AWS_REGION": "eu-west-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DOGBREED_CACHE": str(tmp_path / "cache"),
         "TORCH_HOME": str(tmp_path / "cache" / "torch"),
-    }  # fmt: skip
+    }
     result = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600
     )
@@ -46,11 +51,14 @@ def assert_no_secrets(run_dir: Path, result: subprocess.CompletedProcess, expect
     assert expected <= set(files), sorted(files)  # the files that matter were written and are searched
     leaks = [
         f"{name} in {where}"
-        for where, data in [*((n, p.read_bytes()) for n, p in files.items()),
-                            ("stdout", result.stdout.encode()), ("stderr", result.stderr.encode())]
+        for where, data in [
+            *((n, p.read_bytes()) for n, p in files.items()),
+            ("stdout", result.stdout.encode()),
+            ("stderr", result.stderr.encode()),
+        ]
         for name, value in SECRETS.items()
         if value.encode() in data
-    ]  # fmt: skip
+    ]
     assert not leaks
 
 
@@ -59,8 +67,17 @@ def test_a_training_run_saves_and_logs_no_credentials_or_environment(shapes3, tm
     run_dir = tmp_path / "run"
     args = [f"hydra.run.dir={run_dir}", f"data.root={shapes3}", *TINY, "data.images_per_class=8"]
     result = run(["train.py", *args, "trainer.max_epochs=1"], tmp_path)
-    saved = {"config.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log",
-             "metrics.json", "checkpoints/last.ckpt", "model/weights.pt", "model/model.json"}  # fmt: skip
+    saved = {
+        "config.yaml",
+        ".hydra/config.yaml",
+        ".hydra/hydra.yaml",
+        ".hydra/overrides.yaml",
+        "train.log",
+        "metrics.json",
+        "checkpoints/last.ckpt",
+        "model/weights.pt",
+        "model/model.json",
+    }
     assert_no_secrets(run_dir, result, saved)
     assert "training for up to 1 epochs" in (run_dir / "train.log").read_text()  # the log is the real one
 
@@ -81,8 +98,10 @@ def test_sagemaker_dry_run_takes_role_and_bucket_from_the_environment_and_saves_
     run_dir = tmp_path / "launch"
     result = run(
         [entry, "backend=sagemaker", "backend.dry_run=true", *args, f"hydra.run.dir={run_dir}"],
-        tmp_path, SAGEMAKER_ROLE=role, SAGEMAKER_BUCKET="bucket-from-environment",
-    )  # fmt: skip
+        tmp_path,
+        SAGEMAKER_ROLE=role,
+        SAGEMAKER_BUCKET="bucket-from-environment",
+    )
     request = json.loads((run_dir / request_file).read_text())
     job = request.get("TrainingJobDefinition", request)  # a tuning job holds its training job definition
     assert job["RoleArn"] == role
@@ -103,10 +122,13 @@ def test_no_account_role_or_bucket_is_written_into_the_code_or_config():
     assert ACCOUNT_SPECIFIC.search("uri = 's3://my-bucket/data'")
     assert not ACCOUNT_SPECIFIC.search("f's3://{bucket}/{prefix}' s3://<bucket>/<prefix> 1.0e-12")
     files = [
-        *ROOT.glob("*.py"), *(ROOT / "src").rglob("*.py"), *(ROOT / "serve").rglob("*.py"),
-        *(ROOT / "conf").rglob("*.yaml"), *(p for p in (ROOT / "docker").rglob("*") if p.is_file()),
+        *ROOT.glob("*.py"),
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "serve").rglob("*.py"),
+        *(ROOT / "conf").rglob("*.yaml"),
+        *(p for p in (ROOT / "docker").rglob("*") if p.is_file()),
         ROOT / "pyproject.toml",
-    ]  # fmt: skip
+    ]
     found = {
         (path.relative_to(ROOT).as_posix(), match.group())
         for path in files

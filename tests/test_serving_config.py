@@ -23,10 +23,16 @@ def test_deploy_defaults_serve_locally_on_127_0_0_1_8080():
 
 
 def test_overrides_reach_the_server_settings():
-    cfg = compose_deploy([
-        "model_dir=m", "server.max_batch_size=4", "server.max_wait_ms=2.5", "server.threads=1",
-        "server.optimize=none", "limits.max_pixels=1000",
-    ])  # fmt: skip
+    cfg = compose_deploy(
+        [
+            "model_dir=m",
+            "server.max_batch_size=4",
+            "server.max_wait_ms=2.5",
+            "server.threads=1",
+            "server.optimize=none",
+            "limits.max_pixels=1000",
+        ]
+    )
     settings = settings_from_config(cfg)
     assert (settings.max_batch_size, settings.max_wait_ms, settings.threads) == (4, 2.5, 1)
     assert settings.optimize == "none" and settings.limits.max_pixels == 1000

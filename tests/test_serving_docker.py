@@ -67,8 +67,11 @@ def test_serve_command_answers_ping_and_invocations_on_the_model_in_opt_ml(train
     )
     server = subprocess.Popen(
         [str(ROOT / "docker" / "bin" / "serve"), "server.max_batch_size=4"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(server.stdout), daemon=True)
     reader.start()
@@ -103,8 +106,11 @@ def test_train_command_turns_hyperparameters_into_overrides_and_exports_to_opt_m
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     done = subprocess.run(
         [str(ROOT / "docker" / "bin" / "train"), "trainer.limit_test_batches=1"],
-        env=container_env(base), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=container_env(base),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (base / "model" / "weights.pt").is_file() and (base / "model" / "model.json").is_file()
     config = (base / "output" / "data" / "run" / "config.yaml").read_text()

@@ -22,7 +22,7 @@ from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
 from tests.conftest import CONF_DIR, ROOT, TINY
-from tests.serving_support import invoke, request, running_server
+from tests.serving_support import invoke, request, running_server, through_sagemaker_handler
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -55,9 +55,15 @@ def test_without_the_runtimes_auto_serves_with_torch_and_says_so_once(optimized_
     check = subprocess.run([sys.executable, "-c", "import openvino"], env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "ModuleNotFoundError" in check.stderr
     port = free_port()
-    command = [sys.executable, str(ROOT / "serve" / "deploy.py"), "backend=local",
-               f"model_dir={optimized_run}", f"server.port={port}", "server.max_wait_ms=0",
-               f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "serve" / "deploy.py"),
+        "backend=local",
+        f"model_dir={optimized_run}",
+        f"server.port={port}",
+        "server.max_wait_ms=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     log_file = tmp_path / "server.log"
     with open(log_file, "w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -104,17 +110,8 @@ def test_sagemaker_handler_service_answers_through_the_artifact_as_the_local_ser
     assert (packed_optimized / "model.int8.onnx").is_file()
     images = sorted((shapes3 / "test").rglob("*.jpg"))[:3]
     requests = [{"body_file": str(p), "content_type": "image/jpeg", "accept": ACCEPT} for p in images]
-    (tmp_path / "requests.json").write_text(json.dumps(requests))
-    env = {**os.environ, "PYTHONPATH": str(packed_optimized / "code"), "DOGBREED_THREADS": "1",
-           "DOGBREED_ENGINE": "openvino"}  # fmt: skip
-    env.pop("SAGEMAKER_PROGRAM", None)
-    driver = ROOT / "tests" / "sagemaker_handler_driver.py"
-    done = subprocess.run(
-        [sys.executable, str(driver), str(packed_optimized), "requests.json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    env = {"DOGBREED_THREADS": "1", "DOGBREED_ENGINE": "openvino"}
+    results = through_sagemaker_handler(packed_optimized, requests, tmp_path, env)["results"]
 
     settings = ServerSettings(threads=1, max_wait_ms=0, engine="openvino")
     with running_server(create_app(packed_optimized, settings)) as port:
@@ -140,8 +137,15 @@ def test_without_the_extras_training_exports_the_model_and_says_the_artifact_was
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT / 'src'}"}
     run_dir = tmp_path / "run"
     overrides = [o for o in TINY if not o.startswith("onnx.")]
-    command = [sys.executable, "train.py", *overrides, f"data.root={shapes3}", "trainer.max_epochs=1",
-               "onnx.enabled=true", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "train.py",
+        *overrides,
+        f"data.root={shapes3}",
+        "trainer.max_epochs=1",
+        "onnx.enabled=true",
+        f"hydra.run.dir={run_dir}",
+    ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr

@@ -73,8 +73,15 @@ def _encoded(fmt: str, mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
-SEEDS = [_encoded("JPEG"), _encoded("PNG"), _encoded("PNG", "RGBA"), _encoded("WEBP"), _encoded("GIF", "L"),
-         _encoded("BMP"), _encoded("TIFF")]  # fmt: skip
+SEEDS = [
+    _encoded("JPEG"),
+    _encoded("PNG"),
+    _encoded("PNG", "RGBA"),
+    _encoded("WEBP"),
+    _encoded("GIF", "L"),
+    _encoded("BMP"),
+    _encoded("TIFF"),
+]
 
 
 @FUZZ

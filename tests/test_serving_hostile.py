@@ -44,17 +44,23 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hostile") / "model"
     net = build_network("resnet18", 3, None)
     return export_model(
-        net, out, arch="resnet18", class_names=["001.a", "002.b", "003.c"],
+        net,
+        out,
+        arch="resnet18",
+        class_names=["001.a", "002.b", "003.c"],
         preprocessing=preprocessing_for("resnet18", 64),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
 def port(model_dir: Path) -> Iterator[int]:
     settings = ServerSettings(
-        threads=1, preprocess_threads=1, max_wait_ms=0, body_timeout_s=1.0,
+        threads=1,
+        preprocess_threads=1,
+        max_wait_ms=0,
+        body_timeout_s=1.0,
         limits=RequestLimits(max_pixels=40_000_000, max_request_pixels=80_000_000),
-    )  # fmt: skip
+    )
     with running_server(create_app(model_dir, settings)) as port:
         yield port
 
@@ -182,9 +188,9 @@ def test_head_ping_answers_200(port):
 
 
 @pytest.mark.parametrize(
-    ("content_type", "fmt"), [("image/webp", "WEBP"), ("image/bmp", "BMP"), ("image/gif", "GIF"),
-                              ("image/tiff", "TIFF")]
-)  # fmt: skip
+    ("content_type", "fmt"),
+    [("image/webp", "WEBP"), ("image/bmp", "BMP"), ("image/gif", "GIF"), ("image/tiff", "TIFF")],
+)
 def test_every_decoded_format_is_accepted_under_its_own_content_type(port, content_type, fmt):
     answer = invoke(port, encode(Image.new("RGB", (40, 30), (200, 20, 20)), fmt), content_type)
     assert answer.status == 200, answer.body[:300]

@@ -3,10 +3,6 @@ service: the same status and the same short JSON body as the local server, no tr
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -26,7 +22,7 @@ from dogbreed.network import build_network
 from dogbreed.preprocessing import preprocessing_for
 from dogbreed.serving.app import ServerSettings, create_app
 from tests.conftest import ROOT
-from tests.serving_support import invoke, running_server
+from tests.serving_support import invoke, running_server, through_sagemaker_handler
 
 pytest.importorskip("sagemaker_pytorch_serving_container")
 
@@ -47,9 +43,12 @@ def packed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ResNet18 (64 px) packed as model.tar.gz and extracted as SageMaker does."""
     work = tmp_path_factory.mktemp("hostile-sagemaker")
     export_model(
-        build_network("resnet18", 3, None), work / "export", arch="resnet18",
-        class_names=["001.a", "002.b", "003.c"], preprocessing=preprocessing_for("resnet18", 64),
-    )  # fmt: skip
+        build_network("resnet18", 3, None),
+        work / "export",
+        arch="resnet18",
+        class_names=["001.a", "002.b", "003.c"],
+        preprocessing=preprocessing_for("resnet18", 64),
+    )
     with tarfile.open(pack_model(work / "export")) as tar:
         tar.extractall(work / "opt-ml-model", filter="data")
     return work / "opt-ml-model"
@@ -60,16 +59,9 @@ def test_hostile_requests_get_the_local_server_answers_through_the_toolkit(packe
     for name, (body, content_type, _) in HOSTILE.items():
         (tmp_path / name).write_bytes(body)
         requests.append({"body_file": str(tmp_path / name), "content_type": content_type, "accept": None})
-    (tmp_path / "requests.json").write_text(json.dumps(requests))
-    env = {**os.environ, "PYTHONPATH": str(packed_model / "code"), "DOGBREED_THREADS": "1"}
-    env.pop("SAGEMAKER_PROGRAM", None)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "sagemaker_handler_driver.py"), str(packed_model),
-         "requests.json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    results = through_sagemaker_handler(packed_model, requests, tmp_path, {"DOGBREED_THREADS": "1"})[
+        "results"
+    ]
 
     with running_server(create_app(packed_model, ServerSettings(threads=1, max_wait_ms=0))) as port:
         local = {name: invoke(port, body, content_type) for name, (body, content_type, _) in HOSTILE.items()}

@@ -140,8 +140,11 @@ def test_response_has_topk_names_and_the_full_vector_on_request():
     answer = build_response(probs, names, OutputOptions(topk=2, probabilities=True))
     first = answer["predictions"][0]
     assert first["topk"][0] == {
-        "index": 1, "class_name": "002.Afghan_hound", "label": "Afghan hound", "probability": 0.7
-    }  # fmt: skip
+        "index": 1,
+        "class_name": "002.Afghan_hound",
+        "label": "Afghan hound",
+        "probability": 0.7,
+    }
     assert [p["index"] for p in first["topk"]] == [1, 2]
     assert first["probabilities"] == [0.1, 0.7, 0.2]
     assert [p["index"] for p in answer["predictions"][1]["topk"]] == [0, 2]

@@ -4,10 +4,7 @@ service, answers exactly as the local server does."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from dogbreed.model_archive import ENTRY_POINT_SOURCE, REQUIREMENTS, pack_model
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.engine import available_cpus
 from tests.conftest import ROOT
-from tests.serving_support import encode, invoke, running_server
+from tests.serving_support import encode, invoke, running_server, through_sagemaker_handler
 
 pytest.importorskip("sagemaker_pytorch_serving_container")
 pytestmark = pytest.mark.slow  # needs the shared tiny training run
@@ -73,17 +70,8 @@ def test_handler_service_answers_as_the_local_server(packed_model, shapes3, tmp_
         {"body_file": str(text), "content_type": "text/csv", "accept": None},
         {"body_file": str(image), "content_type": "image/jpeg", "accept": "text/csv"},
     ]
-    (tmp_path / "requests.json").write_text(json.dumps(requests))
     threads = available_cpus()  # the same intra-op thread count as the local server: the same floats
-    env = {**os.environ, "PYTHONPATH": str(packed_model / "code"), "DOGBREED_THREADS": str(threads)}
-    env.pop("SAGEMAKER_PROGRAM", None)  # the toolkit's default module name is "inference"
-    driver = ROOT / "tests" / "sagemaker_handler_driver.py"
-    done = subprocess.run(
-        [sys.executable, str(driver), str(packed_model), "requests.json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = through_sagemaker_handler(packed_model, requests, tmp_path, {"DOGBREED_THREADS": str(threads)})
     # The handler ran from the packed copy of the package, as in the container.
     assert Path(report["dogbreed_file"]).resolve().is_relative_to(packed_model.resolve() / "code")
     results = report["results"]

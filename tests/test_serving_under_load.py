@@ -58,9 +58,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     host override: it binds where conf/deploy.yaml says. Yields (port, server log)."""
     root = tmp_path_factory.mktemp("deploy")
     model_dir = export_model(
-        build_network("resnet18", 3), root / "model", arch="resnet18", class_names=["a", "b", "c"],
+        build_network("resnet18", 3),
+        root / "model",
+        arch="resnet18",
+        class_names=["a", "b", "c"],
         preprocessing=Preprocessing(crop_size=32, resize_size=36),
-    )  # fmt: skip
+    )
     log = root / "server.log"
     overrides = ["server.body_timeout_s=2"]  # the slow clients' wait
     with local_server(model_dir, overrides, log=log, run_dir=root / "run") as (port, _pid):
@@ -87,10 +90,16 @@ def test_mixed_load_gets_no_5xx_and_each_bad_request_its_4xx_with_a_message(serv
     assert report["slow_clients"] == {"sent": 2, "statuses": [408, 408]}
     assert ping_status("127.0.0.1", port) == 200
     assert checks({**report, "ping_after": 200}) == {
-        "no_5xx": True, "good_requests_200": True, "bad_requests_4xx_with_message": True,
-        "odd_but_good_requests_200": True, "error_bodies_short": True, "ping_after_200": True,
-        "slow_clients_408": True, "ping_p99_under_1s": True, "ok": True,
-    }  # fmt: skip
+        "no_5xx": True,
+        "good_requests_200": True,
+        "bad_requests_4xx_with_message": True,
+        "odd_but_good_requests_200": True,
+        "error_bodies_short": True,
+        "ping_after_200": True,
+        "slow_clients_408": True,
+        "ping_p99_under_1s": True,
+        "ok": True,
+    }
     assert "Traceback" not in log.read_text()  # no fault was logged on the way
 
 

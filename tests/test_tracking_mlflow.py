@@ -32,9 +32,15 @@ def test_fit_logs_params_metrics_artifacts_and_model_to_a_local_store(shapes3, t
     uri = store(tmp_path)
     cfg = compose_config(
         tmp_path / "run",
-        [*TINY, f"data.root={shapes3}", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-         "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}"],
-    )  # fmt: skip
+        [
+            *TINY,
+            f"data.root={shapes3}",
+            "trainer.max_epochs=2",
+            "trainer.log_every_n_steps=1",
+            "logger=[csv,mlflow]",
+            f"logger.mlflow.tracking_uri={uri}",
+        ],
+    )
     summary = fit(cfg)
 
     (run,) = runs_of(uri)
@@ -84,11 +90,20 @@ def test_a_tuning_study_is_a_parent_run_with_nested_trial_runs(shapes3, tmp_path
     uri = store(tmp_path)
     cfg = compose_config(
         tmp_path,
-        [*TINY, f"data.root={shapes3}", "data.images_per_class=8", "model.freeze=head", "search=smoke",
-         "trainer.max_epochs=1", "tune.n_trials=2", "tune.pruner=null", "logger=mlflow",
-         f"logger.mlflow.tracking_uri={uri}"],
+        [
+            *TINY,
+            f"data.root={shapes3}",
+            "data.images_per_class=8",
+            "model.freeze=head",
+            "search=smoke",
+            "trainer.max_epochs=1",
+            "tune.n_trials=2",
+            "tune.pruner=null",
+            "logger=mlflow",
+            f"logger.mlflow.tracking_uri={uri}",
+        ],
         config_name="tune",
-    )  # fmt: skip
+    )
     cfg.search = {"model.lr": {"type": "categorical", "choices": [1.0e-3, 3.0e-3]}}
     study = run_study(cfg)
 
@@ -123,10 +138,22 @@ def test_without_mlflow_a_run_is_as_before_and_logger_mlflow_names_the_extra(sha
 
     def train(*overrides: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-c", hide, *TINY, f"data.root={shapes3}", "data.images_per_class=8",
-             "trainer.max_epochs=1", *overrides],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                hide,
+                *TINY,
+                f"data.root={shapes3}",
+                "data.images_per_class=8",
+                "trainer.max_epochs=1",
+                *overrides,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     plain = train(f"hydra.run.dir={tmp_path / 'plain'}")
     assert plain.returncode == 0, plain.stderr[-3000:]

@@ -208,11 +208,21 @@ def test_train_py_in_a_git_checkout_writes_manifest_and_card_naming_its_commit(s
     (repo / "conf" / "experiment" / "local.yaml").write_text("# @package _global_\n")  # an uncommitted change
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *TINY, f"data.root={shapes3}",
-         "data.images_per_class=8", "trainer.max_epochs=1"],
-        cwd=repo, env={**_clean_env(), "PYTHONPATH": str(repo / "src")}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "train.py",
+            f"hydra.run.dir={run_dir}",
+            *TINY,
+            f"data.root={shapes3}",
+            "data.images_per_class=8",
+            "trainer.max_epochs=1",
+        ],
+        cwd=repo,
+        env={**_clean_env(), "PYTHONPATH": str(repo / "src")},
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["git"]["commit"] == head and manifest["git"]["dirty"] is True

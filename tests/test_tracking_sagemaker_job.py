@@ -29,11 +29,20 @@ def test_a_job_logs_to_mlflow_with_its_name_and_the_launchers_commit(shapes3, tm
     uri = f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}"
     (tmp_path / "tracking").mkdir()
     job_overrides = [
-        "model=resnet18", "model.weights=null", "model.freeze=all", "data.image_size=32",
-        "data.batch_size=16", "data.num_workers=0", "data.images_per_class=8", "trainer.accelerator=cpu",
-        "trainer.max_epochs=1", "trainer.enable_model_summary=false", "logger=[csv,mlflow,tensorboard]",
-        f"logger.mlflow.tracking_uri={uri}", f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
-    ]  # fmt: skip
+        "model=resnet18",
+        "model.weights=null",
+        "model.freeze=all",
+        "data.image_size=32",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "data.images_per_class=8",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.enable_model_summary=false",
+        "logger=[csv,mlflow,tensorboard]",
+        f"logger.mlflow.tracking_uri={uri}",
+        f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
+    ]
     base = tmp_path / "opt_ml"
     source = stage_source(tmp_path / "source")  # a copy without .git, as a job receives it
     env = fake_opt_ml(base, shapes3, hyperparameters_from_overrides(job_overrides), source)

@@ -26,11 +26,20 @@ def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [
-            sys.executable, "train.py", "experiment=smoke", f"hydra.run.dir={run_dir}",
-            "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.images_per_class=16",
+            sys.executable,
+            "train.py",
+            "experiment=smoke",
+            f"hydra.run.dir={run_dir}",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "data.images_per_class=16",
         ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -140,12 +149,22 @@ def test_ddp_on_cpu_with_two_processes_keeps_one_run_directory(shapes3, tmp_path
     run_dir = runs / "ddp-run"
     result = subprocess.run(
         [
-            sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-            f"hydra.run.dir={run_dir}", f"data.root={shapes3}", *TINY, "data.images_per_class=8",
+            sys.executable,
+            "train.py",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"hydra.run.dir={run_dir}",
+            f"data.root={shapes3}",
+            *TINY,
+            "data.images_per_class=8",
             "trainer.max_epochs=1",
         ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert [p.name for p in runs.iterdir()] == ["ddp-run"], "child processes must not create run dirs"
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -206,8 +206,12 @@ def optimize_model_dir(
             for runtime, why in refused.items():
                 log.warning(
                     "%s version refused for %s: it disagrees with the PyTorch network beyond the parity "
-                    "limits (%s); %s never serves it", precision, runtime, why, runtime,
-                )  # fmt: skip
+                    "limits (%s); %s never serves it",
+                    precision,
+                    runtime,
+                    why,
+                    runtime,
+                )
             if refused:
                 entry["refused"] = refused
             if len(refused) == len(figures):  # no runtime may serve it: not kept at all

@@ -82,9 +82,14 @@ class BreedClassifier(pl.LightningModule):
         # Under DDP each process sees its shard: val/test losses are averaged across processes once per epoch
         # (the accuracies are torchmetrics objects, which gather themselves); train/loss stays per process.
         self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets),
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(targets),
             sync_dist=not on_step,
-        )  # fmt: skip
+        )
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, targets)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))

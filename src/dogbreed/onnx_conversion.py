@@ -37,10 +37,15 @@ def export_onnx(net: torch.nn.Module, path: str | Path, crop_size: int) -> Path:
     example = torch.zeros(1, 3, crop_size, crop_size)
     # The TorchScript-based exporter needs only `onnx`; the dynamo-based one would add onnxscript.
     torch.onnx.export(
-        net, (example,), str(path), dynamo=False, opset_version=OPSET,
-        input_names=["images"], output_names=["logits"],
+        net,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["images"],
+        output_names=["logits"],
         dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-    )  # fmt: skip
+    )
     return Path(path)
 
 
@@ -61,7 +66,7 @@ def quantize_int8(onnx_path: Path, out_path: Path, model: BreedModel, images: Se
             QuantFormat,
             QuantType,
             quantize_static,
-        )  # fmt: skip
+        )
     except ImportError as exc:
         raise ArtifactError("INT8 calibration needs the onnx extra: pip install 'dogbreed[onnx]'") from exc
 
@@ -89,16 +94,22 @@ def quantize_int8(onnx_path: Path, out_path: Path, model: BreedModel, images: Se
         os.chdir(scratch)
         try:
             quantize_static(
-                str(onnx_path), str(out_path), Reader(),
-                quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=["Conv"],
+                str(onnx_path),
+                str(out_path),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=["Conv"],
                 nodes_to_exclude=stem,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
                 extra_options={
-                    "WeightSymmetric": True, "CalibPercentile": CALIBRATION_PERCENTILE,
+                    "WeightSymmetric": True,
+                    "CalibPercentile": CALIBRATION_PERCENTILE,
                     "CalibStridedMinMax": 1,  # despite its name: any calibrator, fed one batch at a time
                 },
-            )  # fmt: skip
+            )
         finally:
             os.chdir(cwd)
     return out_path

@@ -101,6 +101,9 @@ def finished_run_metrics(ckpt_path: str | None, run_dir: str | Path, max_epochs:
         return None
     log.warning(
         "%s is the checkpoint of a finished run (%d of %d epochs): nothing to resume; %s is kept as it is",
-        path, completed, max_epochs, metrics_file,
-    )  # fmt: skip
+        path,
+        completed,
+        max_epochs,
+        metrics_file,
+    )
     return metrics

@@ -218,15 +218,17 @@ def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs:
 
 def usage(name: str, region: str, status: str) -> str:
     """How to call the endpoint with raw image bytes, and how to remove it."""
-    return "\n".join([
-        f"endpoint={name} ({status}, region {region})",
-        "query it with an image's raw bytes:",
-        f"  aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {name}"
-        " --content-type image/jpeg --accept application/json --body fileb://dog.jpg out.json",
-        f"  AWS_REGION={region} python serve/predict.py dog.jpg --endpoint {name}",
-        "delete it (endpoint, endpoint config, model, autoscaling):",
-        f"  python serve/deploy.py backend=sagemaker teardown=true endpoint_name={name}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"endpoint={name} ({status}, region {region})",
+            "query it with an image's raw bytes:",
+            f"  aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {name}"
+            " --content-type image/jpeg --accept application/json --body fileb://dog.jpg out.json",
+            f"  AWS_REGION={region} python serve/predict.py dog.jpg --endpoint {name}",
+            "delete it (endpoint, endpoint config, model, autoscaling):",
+            f"  python serve/deploy.py backend=sagemaker teardown=true endpoint_name={name}",
+        ]
+    )
 
 
 # -------------------------------------------------------------------------------------------- teardown

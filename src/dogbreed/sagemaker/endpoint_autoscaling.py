@@ -90,8 +90,11 @@ def register_autoscaling(session: Any, endpoint_name: str, settings: Autoscaling
     )
     log.info(
         "autoscaling %s between %d and %d instances at %g invocations/instance/minute",
-        target, settings.min_instances, settings.max_instances, settings.target_invocations_per_instance,
-    )  # fmt: skip
+        target,
+        settings.min_instances,
+        settings.max_instances,
+        settings.target_invocations_per_instance,
+    )
 
 
 def remove_autoscaling(session: Any, endpoint_name: str, variants: list[str]) -> list[str]:

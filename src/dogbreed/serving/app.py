@@ -119,8 +119,11 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         batcher.start()
         log.info(
             "model %s loaded (%s, %d classes), serving with %s",
-            model_dir, engine.arch, engine.num_classes, engine.name,
-        )  # fmt: skip
+            model_dir,
+            engine.arch,
+            engine.num_classes,
+            engine.name,
+        )
         try:
             yield
         finally:
@@ -146,10 +149,15 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     @app.get("/stats")
     async def stats() -> dict:
         batcher = state["batcher"]
-        return {**batcher.stats.to_json(), "max_batch_size": batcher.max_batch_size,
-                "max_wait_ms": batcher.max_wait * 1000, "torch_threads": torch.get_num_threads(),
-                "engine": state["engine"].name, "queued_images": admission.waiting,
-                "max_queue": admission.max_images}  # fmt: skip
+        return {
+            **batcher.stats.to_json(),
+            "max_batch_size": batcher.max_batch_size,
+            "max_wait_ms": batcher.max_wait * 1000,
+            "torch_threads": torch.get_num_threads(),
+            "engine": state["engine"].name,
+            "queued_images": admission.waiting,
+            "max_queue": admission.max_images,
+        }
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:

@@ -64,8 +64,13 @@ class InferenceEngine:
 
     `engine` and `runtime` say what runs the network: "torch", "openvino" or "onnxruntime"."""
 
-    def __init__(self, model: BreedModel, optimize: str = "fuse", choice: EngineChoice | None = None,
-                 threads: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: BreedModel,
+        optimize: str = "fuse",
+        choice: EngineChoice | None = None,
+        threads: int | None = None,
+    ):
         if optimize not in OPTIMIZATIONS:
             raise ValueError(f"optimize={optimize} is not one of {', '.join(OPTIMIZATIONS)}")
         self.model = model
@@ -104,8 +109,11 @@ class InferenceEngine:
         if engine not in ENGINES:
             raise ValueError(f"engine={engine} is not one of {', '.join(ENGINES)}")
         if engine != "torch" and resolve_device(device).type != "cpu":
-            log.info("engine=%s: the network runs in torch on %s (the ONNX runtimes here are CPU-only)",
-                     engine, resolve_device(device))  # fmt: skip
+            log.info(
+                "engine=%s: the network runs in torch on %s (the ONNX runtimes here are CPU-only)",
+                engine,
+                resolve_device(device),
+            )
             choice = EngineChoice("torch")
         else:
             choice = choose_engine(model_dir, read_model_description(model_dir), engine)
