@@ -12,8 +12,8 @@ import torch
 from benchmarks.load_test import decompression_bomb_png
 from dogbreed.data import BadImageError, DataLayoutError, DogBreedDataModule
 from dogbreed.data.embedded import generate_dataset
-from dogbreed.data.folders import inspect_layout
 from dogbreed.data.images import load_rgb
+from dogbreed.data.layout import inspect_layout
 from tests.images import gradient, jpeg_bytes, write_awkward_images
 
 

@@ -9,7 +9,8 @@ import pytest
 from hydra.utils import instantiate
 
 from dogbreed.data.embedded import generate_dataset
-from dogbreed.data.folders import BreedImageFolder, DataLayoutError, class_files, inspect_layout
+from dogbreed.data.folders import BreedImageFolder
+from dogbreed.data.layout import DataLayoutError, class_files, inspect_layout
 from tests.conftest import compose_config
 
 COUNTS = {"train": 4, "valid": 2, "test": 2}

@@ -31,7 +31,7 @@ class ConfigValueError(UserError, ValueError):
 # the command line. They are matched by name here, and only when their module is loaded (an exception of a
 # module that was never imported cannot be one of them), so reporting an error imports nothing.
 FIXABLE_ERRORS = {
-    "dogbreed.data.folders": ("DataLayoutError",),
+    "dogbreed.data.layout": ("DataLayoutError",),
     "dogbreed.data.images": ("BadImageError",),
     "dogbreed.data.download": ("DownloadError",),
     "dogbreed.network": ("WeightsUnavailableError",),

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# The folders a data set holds; a plain constant here so that light modules (download, the SageMaker
-# container adaptor) need not import torchvision for it.
-SPLITS = ("train", "valid", "test")
-
 # Imported lazily so `python -m dogbreed.data download` and the image helpers need not load Lightning.
 _EXPORTS = {
     "DogBreedDataModule": "dogbreed.data.datamodule",
-    "DataLayoutError": "dogbreed.data.folders",
+    "DataLayoutError": "dogbreed.data.layout",
     "BadImageError": "dogbreed.data.images",
 }
 __all__ = list(_EXPORTS)

@@ -14,7 +14,8 @@ from dogbreed.acceleration import available_cpus
 from dogbreed.choices import BAD_IMAGE_POLICIES
 from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
-from dogbreed.data.folders import BreedImageFolder, choose_classes, inspect_layout
+from dogbreed.data.folders import BreedImageFolder
+from dogbreed.data.layout import choose_classes, inspect_layout
 from dogbreed.preprocessing import Preprocessing, preprocessing_for
 from dogbreed.resume import EpochSeededLoader
 

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from dogbreed.data import SPLITS
+from dogbreed.data.layout import SPLITS
 
 DOG_IMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 _SPLITS_TEXT = "train/ valid/ test/"

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from dogbreed.data import SPLITS
+from dogbreed.data.layout import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -106,7 +106,7 @@ def data_inputs(cfg: DictConfig, session: Any, dry_run: bool) -> dict[str, str] 
         return channels
     if cfg.data.get("synthetic"):
         return None  # the container generates the embedded data set itself
-    from dogbreed.data.folders import DataLayoutError, inspect_layout
+    from dogbreed.data.layout import DataLayoutError, inspect_layout
 
     root = Path(cfg.data.root)
     try:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dogbreed.data import SPLITS
+from dogbreed.data.layout import SPLITS
 from dogbreed.overrides import override_key, overrides_from_hyperparameters
 
 log = logging.getLogger(__name__)
