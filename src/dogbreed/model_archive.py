@@ -84,7 +84,7 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
     staged = staging_dir(code)
     try:
         package = Path(dogbreed.__file__).resolve().parent
-        for relative in inference_modules(package):
+        for relative in imported_modules(package):
             target = staged / "dogbreed" / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(package / relative, target)
@@ -100,9 +100,10 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
 INFERENCE_ROOT = "serving/handler.py"
 
 
-def inference_modules(package: Path, root: str = INFERENCE_ROOT) -> list[Path]:
+def imported_modules(package: Path, root: str = INFERENCE_ROOT) -> list[Path]:
     """The package's files that `root` imports, directly or through each other, with the packages'
-    __init__.py files: relative to `package` (the dogbreed folder), sorted."""
+    __init__.py files: relative to `package` (the dogbreed folder), sorted. Imports inside functions
+    count too: whatever `root` may import at some point."""
     found: set[Path] = set()
     pending = [Path(root)]
     while pending:
@@ -124,9 +125,12 @@ def inference_modules(package: Path, root: str = INFERENCE_ROOT) -> list[Path]:
                 parts = name.split(".")
                 if parts[0] != "dogbreed":
                     continue
-                path = Path(*parts[1:]) if len(parts) > 1 else Path()
+                if len(parts) == 1:  # `import dogbreed`: the package's own __init__.py
+                    pending.append(Path("__init__.py"))
+                    continue
+                path = Path(*parts[1:])
                 for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-                    if str(path) != "." and (package / candidate).is_file():
+                    if (package / candidate).is_file():
                         pending.append(candidate)
     return sorted(found)
 
