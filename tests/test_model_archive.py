@@ -37,6 +37,16 @@ def test_nothing_a_training_run_may_import_is_serving_code():
     assert not [m for m in closure if m.startswith("serving/")]
 
 
+@pytest.mark.slow  # a process of its own, importing Lightning
+def test_importing_training_loads_no_serving_module():
+    # The same at run time, in case an import escapes the static reading (importlib, __getattr__).
+    code = "import sys, dogbreed.training; print([m for m in sys.modules if 'serving' in m])"
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert imported == "[]"
+
+
 @pytest.mark.slow  # the shared tiny training run and a container-like Python
 def test_code_holds_only_inference_and_answers_without_the_rest_of_the_project(trained_run, tmp_path):
     archive = pack_model(trained_run / "model", tmp_path / "model.tar.gz")
