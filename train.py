@@ -22,7 +22,7 @@ from dogbreed.errors import exit_on_user_error  # noqa: E402
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
-    if cfg.backend.name == "local":
+    if cfg.backend.name in ("local", "sagemaker_job"):  # train in this process: here, or inside a job
         from dogbreed.sagemaker.container import container_callbacks
         from dogbreed.training import fit
 

@@ -67,7 +67,7 @@ def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
     }
     job = ["trainer.enable_progress_bar=true", "model.lr=0.01"]
     placed = dict(o.split("=", 1) for o in container_overrides(job, env))
-    assert placed["backend"] == "local" and placed["model_dir"] == str(tmp_path / "model")
+    assert placed["backend"] == "sagemaker_job" and placed["model_dir"] == str(tmp_path / "model")
     own = tmp_path / "checkpoints" / "job-a"  # one folder per job under the synced location
     assert placed["callbacks.last_checkpoint.dirpath"] == str(own)
     assert "trainer.enable_progress_bar" not in placed and "ckpt_path" not in placed

@@ -187,7 +187,7 @@ def container_overrides(user_overrides: Sequence[str], environ: Mapping[str, str
     hosts, _ = hosts_of(environ)
     first_process = environ.get("LOCAL_RANK", "0") == "0"  # Lightning relaunches train.py per extra device
     placed = {
-        "backend": "local",  # the job trains here; it must not launch another job
+        "backend": "sagemaker_job",  # the job trains here, as `local` does; it must not launch another job
         "hydra.run.dir": environ.get("SM_OUTPUT_DATA_DIR", str(base_dir(environ) / "output" / "data")),
         "model_dir": environ.get("SM_MODEL_DIR", str(base_dir(environ) / "model")),
         "callbacks.model_checkpoint.dirpath": str(checkpoints),
