@@ -34,6 +34,19 @@ CONTAINER_TRAIN = "from sagemaker_training.cli.train import main; main()"
 FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
 
 
+# A job small enough for two CPU cores: 3 classes of 32 px images, ResNet18 from scratch.
+TINY_JOB = [
+    "model=resnet18",
+    "model.weights=null",
+    "model.freeze=all",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+]
+
+
 def make_container_python(where: Path) -> Path:
     """A Python like the PyTorch training container's: torch and the toolkits importable, dogbreed not."""
     # No pip or setuptools of its own: the toolkit's `pip install -r requirements.txt` uses the test

@@ -18,6 +18,7 @@ from dogbreed.sagemaker.training_job import launch_training
 from dogbreed.sagemaker.tuning_job import launch_tuning
 from tests.conftest import MOTO_BUCKET, compose_config
 from tests.sagemaker_replay import (
+    TINY_JOB,
     Host,
     finish_host,
     make_container_python,
@@ -33,17 +34,6 @@ from tests.sagemaker_replay import (
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-replay"
-# A job small enough for two CPU cores: 3 classes of 32 px images, ResNet18 from scratch.
-JOB = [
-    "model=resnet18",
-    "model.weights=null",
-    "model.freeze=all",
-    "data.image_size=32",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "trainer.accelerator=cpu",
-    "trainer.enable_model_summary=false",
-]
 
 
 def backend(*extra: str) -> list[str]:
@@ -84,7 +74,7 @@ def printed_metrics(log: str) -> dict[str, float]:
 def test_training_job_trains_exports_and_a_spot_restart_resumes_its_own_checkpoint(
     aws, shapes3, tmp_path, container_python
 ):
-    overrides = [*backend("backend.spot=true"), *JOB, f"data.root={shapes3}", "trainer.max_epochs=2"]
+    overrides = [*backend("backend.spot=true"), *TINY_JOB, f"data.root={shapes3}", "trainer.max_epochs=2"]
     job = launched(tmp_path / "launch", overrides)
     name = job["TrainingJobName"]
 
@@ -114,7 +104,7 @@ def test_a_job_never_resumes_another_jobs_checkpoint(aws, shapes3, tmp_path, con
     # Two jobs given one checkpoint location (as every job of a base name had by default): the second,
     # with other hyperparameters, must train its own model, not export the first one's.
     shared = f"backend.checkpoint_s3_uri=s3://{MOTO_BUCKET}/shared-checkpoints"
-    common = [*backend("backend.spot=true", shared), *JOB, f"data.root={shapes3}"]
+    common = [*backend("backend.spot=true", shared), *TINY_JOB, f"data.root={shapes3}"]
     first = launched(tmp_path / "a", [*common, "trainer.max_epochs=2", "model.lr=0.01"])
     done = run_job(first, aws, container_python, tmp_path / "job-a")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
@@ -138,7 +128,7 @@ def test_a_checkpoint_written_with_other_hyperparameters_is_set_aside(
     aws, shapes3, tmp_path, container_python
 ):
     # The same job name with other hyperparameters in its folder: started fresh, the old files kept.
-    overrides = [*backend("backend.spot=true"), *JOB, f"data.root={shapes3}", "trainer.max_epochs=1"]
+    overrides = [*backend("backend.spot=true"), *TINY_JOB, f"data.root={shapes3}", "trainer.max_epochs=1"]
     job = launched(tmp_path / "launch", overrides)
     assert run_job(job, aws, container_python, tmp_path / "one").returncode == 0
     changed = {**job, "HyperParameters": {**job["HyperParameters"], "model.lr": json.dumps("0.5")}}
@@ -158,7 +148,7 @@ def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
         "search=smoke",
         "tune.objective=val/acc",
         "tune.n_trials=4",
-        *JOB,
+        *TINY_JOB,
         f"data.root={shapes3}",
         "backend.tuning.max_jobs=2",
         "debugger=on",
@@ -203,7 +193,7 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     overrides = [
         *backend("backend.instance_count=2"),
         "trainer=ddp",
-        *JOB,
+        *TINY_JOB,
         f"data.root={shapes3}",
         "trainer.max_epochs=1",
     ]

@@ -13,6 +13,7 @@ from dogbreed.overrides import hyperparameters_from_overrides
 from dogbreed.sagemaker.source_bundle import stage_source
 from dogbreed.tracking.sagemaker_job import TENSORBOARD_DIR_VAR, job_environment
 from tests.conftest import compose_config
+from tests.sagemaker_replay import TINY_JOB
 from tests.test_sagemaker_container import TOOLKIT_TRAIN, fake_opt_ml, run_toolkit
 
 mlflow = pytest.importorskip("mlflow")
@@ -29,16 +30,9 @@ def test_a_job_logs_to_mlflow_with_its_name_and_the_launchers_commit(shapes3, tm
     uri = f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}"
     (tmp_path / "tracking").mkdir()
     job_overrides = [
-        "model=resnet18",
-        "model.weights=null",
-        "model.freeze=all",
-        "data.image_size=32",
-        "data.batch_size=16",
-        "data.num_workers=0",
+        *TINY_JOB,
         "data.images_per_class=8",
-        "trainer.accelerator=cpu",
         "trainer.max_epochs=1",
-        "trainer.enable_model_summary=false",
         "logger=[csv,mlflow,tensorboard]",
         f"logger.mlflow.tracking_uri={uri}",
         f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
