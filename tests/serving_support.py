@@ -48,6 +48,13 @@ def invoke(port: int, body: bytes, content_type: str | None, accept: str | None 
     return request(port, "POST", f"/invocations{query}", body, headers)
 
 
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on now, for a server started in another process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextmanager
 def running_server(app) -> Iterator[int]:
     """Serve `app` with uvicorn in a thread on a free 127.0.0.1 port; yields the port once /ping is 200."""

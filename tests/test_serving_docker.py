@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, TINY
-from tests.serving_support import invoke, request, wait_until_ready
+from tests.serving_support import free_port, invoke, request, wait_until_ready
 
 
 def container_env(base: Path, **extra: str) -> dict[str, str]:
@@ -49,12 +48,6 @@ def test_dockerfile_installs_the_project_and_ships_both_commands():
         assert os.access(ROOT / "docker" / "bin" / command, os.X_OK), (
             f"docker/bin/{command} is not executable"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -22,7 +21,7 @@ from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
 from tests.conftest import CONF_DIR, ROOT, TINY
-from tests.serving_support import invoke, request, running_server, through_sagemaker_handler
+from tests.serving_support import free_port, invoke, request, running_server, through_sagemaker_handler
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -39,12 +38,6 @@ def test_deploy_config_reaches_engine_queue_and_endpoint_environment():
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         default = compose("deploy", overrides=["model_dir=m"])
     assert settings_from_config(default).engine == "auto"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
