@@ -110,6 +110,7 @@ def evaluate_model_dir(
         split_dir, classes=model.class_names, transform=model.transform, draft_size=model.draft_size
     )
     confusion = torch.zeros(len(model.class_names), len(model.class_names), dtype=torch.long)
+    names = model.class_names
     rows = []
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         probabilities, predicted = model.probabilities(images).max(dim=1)
@@ -120,7 +121,6 @@ def evaluate_model_dir(
             targets.tolist(), predicted.tolist(), probabilities.tolist(), strict=True
         ):
             file = os.path.relpath(dataset.samples[len(rows)][0], split_dir)
-            names = model.class_names
             rows.append([file, names[target], names[top], f"{probability:.6f}"])
     summary = write_evaluation_report(confusion, model.class_names, out_dir)
     with open(Path(out_dir) / "predictions.csv", "w", newline="") as f:

@@ -84,16 +84,15 @@ class InferenceEngine:
         self.runtime = self.choice.runtime
         self.onnx: OnnxNetwork | None = None
         if self.runtime != "torch":
-            self.device, self.dtype, self.net = torch.device("cpu"), torch.float32, None
+            self.net = None
             self.onnx = OnnxNetwork(self.choice, threads or torch.get_num_threads())
             # torch is left with normalisation, softmax and top-k: one thread, so that its thread pool does
             # not wake up to fight the runtime's threads for the cores (docs/serving-performance.md).
             torch.set_num_threads(1)
             return
-        self.device = model.device
         net = model.net if optimize == "none" else fuse_conv_bn(model.net)
-        self.dtype = torch.bfloat16 if optimize == "bf16" else torch.float32
-        self.net = net.to(self.device, self.dtype, memory_format=torch.channels_last).eval()
+        dtype = torch.bfloat16 if optimize == "bf16" else torch.float32
+        self.net = net.to(model.device, dtype, memory_format=torch.channels_last).eval()
         model.net = self.net  # keep one copy of the weights in memory, not the unfused one too
 
     @classmethod
