@@ -26,22 +26,17 @@ sys.path[:0] = [str(ROOT / "src")]
 import torch  # noqa: E402
 
 from dogbreed.export import load_model  # noqa: E402
-from dogbreed.inference_artifact import Parity, image_files, softmax  # noqa: E402
+from dogbreed.inference_artifact import Parity, batches, image_files, softmax  # noqa: E402
 from dogbreed.runtimes import available_runtimes, open_session  # noqa: E402
 
 
 def torch_probabilities(model, paths: list[Path]) -> np.ndarray:
-    out = []
-    for start in range(0, len(paths), 16):
-        out.append(model.probabilities(model.preprocess(paths[start : start + 16])).numpy())
-    return np.concatenate(out)
+    probabilities = [model.probabilities(torch.from_numpy(b)).numpy() for b in batches(model, paths, 16)]
+    return np.concatenate(probabilities)
 
 
 def runtime_probabilities(model, session, paths: list[Path]) -> np.ndarray:
-    out = []
-    for start in range(0, len(paths), 16):
-        out.append(softmax(session(model.preprocess(paths[start : start + 16]).numpy())))
-    return np.concatenate(out)
+    return np.concatenate([softmax(session(b)) for b in batches(model, paths, 16)])
 
 
 def main() -> None:

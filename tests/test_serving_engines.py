@@ -12,11 +12,15 @@ import tarfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
 from dogbreed.export import load_model
 from dogbreed.model_archive import pack_model
+from dogbreed.network import build_network
+from dogbreed.onnx_conversion import export_onnx
+from dogbreed.runtimes import OpenVinoSession
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
@@ -150,12 +154,6 @@ def test_without_the_extras_training_exports_the_model_and_says_the_artifact_was
 
 
 def test_openvino_answers_a_batch_of_one_from_its_static_program_with_the_same_numbers(tmp_path):
-    import numpy as np
-
-    from dogbreed.network import build_network
-    from dogbreed.onnx_conversion import export_onnx
-    from dogbreed.runtimes import OpenVinoSession
-
     path = export_onnx(build_network("resnet18", 3).eval(), tmp_path / "model.onnx", crop_size=32)
     session = OpenVinoSession(path, threads=1)
     assert session.single_compiled.input(0).get_partial_shape().to_shape() == [1, 3, 32, 32]
