@@ -431,6 +431,7 @@ def checks(report: dict) -> dict[str, bool]:
 
 
 def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on now, for a server started in another process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

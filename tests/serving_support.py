@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,13 +49,6 @@ def invoke(port: int, body: bytes, content_type: str | None, accept: str | None 
     if accept is not None:
         headers["Accept"] = accept
     return request(port, "POST", f"/invocations{query}", body, headers)
-
-
-def free_port() -> int:
-    """A 127.0.0.1 port nothing listens on now, for a server started in another process."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -105,10 +101,6 @@ def through_sagemaker_handler(
     """Run `requests` ({"body_file", "content_type", "accept"}) through the real SageMaker PyTorch handler
     service in a process of its own, with `dogbreed` imported from the model's code/ as in the container.
     Returns the driver's report: {"dogbreed_file", "results": [{"status", "content_type", "body"}, ...]}."""
-    import os
-    import subprocess
-    import sys
-
     (work / "requests.json").write_text(json.dumps(requests))
     environ = {**os.environ, "PYTHONPATH": str(model_dir / "code"), **(env or {})}
     environ.pop("SAGEMAKER_PROGRAM", None)  # the toolkit's default module name is "inference"

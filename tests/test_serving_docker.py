@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.load_test import free_port
 from tests.conftest import ROOT, TINY
-from tests.serving_support import free_port, invoke, request, wait_until_ready
+from tests.serving_support import invoke, request, wait_until_ready
 
 
 def container_env(base: Path, **extra: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from benchmarks.load_test import free_port
 from dogbreed.export import load_model
 from dogbreed.model_archive import pack_model
 from dogbreed.network import build_network
@@ -25,7 +26,7 @@ from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
 from tests.conftest import CONF_DIR, ROOT, TINY
-from tests.serving_support import free_port, invoke, request, running_server, through_sagemaker_handler
+from tests.serving_support import invoke, request, running_server, through_sagemaker_handler
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
