@@ -106,23 +106,23 @@ def evaluate_model_dir(
     from dogbreed.data.folders import BreedImageFolder
 
     model = load_model(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
-    dataset = BreedImageFolder(
-        split_dir, classes=model.class_names, transform=model.transform, draft_size=model.draft_size
-    )
-    confusion = torch.zeros(len(model.class_names), len(model.class_names), dtype=torch.long)
     names = model.class_names
+    dataset = BreedImageFolder(
+        split_dir, classes=names, transform=model.transform, draft_size=model.draft_size
+    )
+    confusion = torch.zeros(len(names), len(names), dtype=torch.long)
     rows = []
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         probabilities, predicted = model.probabilities(images).max(dim=1)
-        confusion += torch.bincount(
-            targets * len(model.class_names) + predicted, minlength=len(model.class_names) ** 2
-        ).reshape(confusion.shape)
+        confusion += torch.bincount(targets * len(names) + predicted, minlength=len(names) ** 2).reshape(
+            confusion.shape
+        )
         for target, top, probability in zip(
             targets.tolist(), predicted.tolist(), probabilities.tolist(), strict=True
         ):
             file = os.path.relpath(dataset.samples[len(rows)][0], split_dir)
             rows.append([file, names[target], names[top], f"{probability:.6f}"])
-    summary = write_evaluation_report(confusion, model.class_names, out_dir)
+    summary = write_evaluation_report(confusion, names, out_dir)
     with open(Path(out_dir) / "predictions.csv", "w", newline="") as f:
         csv.writer(f).writerows([["file", "true", "predicted", "probability"], *rows])
     (Path(out_dir) / "evaluation.json").write_text(json.dumps(summary, indent=2))
