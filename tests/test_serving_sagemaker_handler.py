@@ -64,6 +64,11 @@ def test_handler_service_answers_as_the_local_server(packed_model, shapes3, tmp_
         {"body_file": str(image), "content_type": "image/jpeg", "accept": accept},
         {"body_file": str(png), "content_type": "application/x-image", "accept": accept},
         {"body_file": str(image), "content_type": "image/jpeg", "accept": None},
+        {
+            "body_file": str(image),
+            "content_type": "image/jpeg",
+            "accept": "application/json; explain=gradcam",
+        },
         {"body_file": str(text), "content_type": "image/jpeg", "accept": None},
         {"body_file": str(image), "content_type": "text/plain", "accept": None},
         # The toolkit decodes text/csv bodies as UTF-8 before any handler code: a text body reaches input_fn.
@@ -79,17 +84,19 @@ def test_handler_service_answers_as_the_local_server(packed_model, shapes3, tmp_
     with running_server(create_app(packed_model, ServerSettings(threads=threads, max_wait_ms=0))) as port:
         local = [
             invoke(port, Path(r["body_file"]).read_bytes(), r["content_type"], r["accept"])
-            for r in requests[:3]
+            for r in requests[:4]
         ]
-    for via_handler, via_server in zip(results[:3], local, strict=True):
+    for via_handler, via_server in zip(results[:4], local, strict=True):
         assert via_handler["status"] == 200 and via_server.status == 200
         assert via_handler["content_type"] == "application/json"
         assert via_handler["body"] == via_server.body.decode()  # byte for byte the same JSON
     assert len(json.loads(results[0]["body"])["predictions"][0]["probabilities"]) == 3
     assert len(json.loads(results[2]["body"])["predictions"][0]["topk"]) == 3  # default k=5, 3 classes
+    (explained,) = json.loads(results[3]["body"])["predictions"]  # the same heat map as the local server's
+    assert explained["gradcam"]["index"] == explained["topk"][0]["index"] and explained["gradcam"]["png"]
 
     # Request faults keep their 4xx through the toolkit (which answers 500 to any other exception).
-    statuses = [(r["status"], r["body"].splitlines()[0]) for r in results[3:]]
+    statuses = [(r["status"], r["body"].splitlines()[0]) for r in results[4:]]
     assert statuses[0][0] == 400 and "not an image" in statuses[0][1]
     assert statuses[1][0] == 415 and "text/plain unsupported" in statuses[1][1]
     assert statuses[2][0] == 415 and "text/csv unsupported" in statuses[2][1]

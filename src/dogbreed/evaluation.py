@@ -1,4 +1,5 @@
-"""Per-class accuracy, the confusion matrix image and the most confused pairs, for a run or a saved model.
+"""Per-class accuracy, the confusion matrix image and the most confused pairs, for a run or a saved model,
+as CSV files, a PNG and one HTML page (dogbreed.evaluation_page) with a gallery of telling test photos.
 
 `python -m dogbreed.evaluation MODEL_DIR SPLIT_DIR [--out DIR]` evaluates an exported model/ on any
 ImageFolder split whose class folders match the model's.
@@ -10,17 +11,25 @@ import argparse
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from dogbreed.export import display_name, load_model
+from dogbreed.evaluation_page import REPORT_FILE, Outcome, draw_gallery, pick_gallery, write_report_page
+from dogbreed.export import BreedModel, display_name, load_model
 
 
 def write_evaluation_report(
-    confusion: torch.Tensor, class_names: list[str], out_dir: str | Path, top_pairs: int = 20
+    confusion: torch.Tensor,
+    class_names: list[str],
+    out_dir: str | Path,
+    top_pairs: int = 20,
+    outcomes: Sequence[Outcome] | None = None,
+    model: BreedModel | None = None,
 ) -> dict:
-    """Write per_class_accuracy.csv, confused_pairs.csv and confusion_matrix.png; return a summary.
+    """Write per_class_accuracy.csv, confused_pairs.csv, confusion_matrix.png and evaluation.html; return a
+    summary. The page's gallery needs each image's `outcomes` and the `model` that answered them.
 
     `confusion[i, j]` counts images of true class i predicted as class j.
     """
@@ -60,11 +69,33 @@ def write_evaluation_report(
     _plot_confusion(confusion, class_names, out_dir / "confusion_matrix.png")
     total = support.sum().item()
     per_class = correct.float() / support.clamp(min=1).float()
-    return {
+    summary = {
         "accuracy": correct.sum().item() / total if total else float("nan"),
         "mean_class_accuracy": per_class[support > 0].mean().item() if total else float("nan"),
         "most_confused": pairs[:5],
     }
+    gallery = None
+    if outcomes is not None and model is not None:
+        mistakes, unsure = pick_gallery(outcomes)
+        drawn = draw_gallery(model, [*mistakes, *unsure])
+        gallery = (drawn[: len(mistakes)], drawn[len(mistakes) :])
+    write_report_page(
+        out_dir / REPORT_FILE, summary=summary, confusion=confusion, class_names=class_names, gallery=gallery
+    )
+    return summary
+
+
+def run_outcomes(outcomes: tuple[torch.Tensor, ...] | None, datamodule: object) -> list[Outcome] | None:
+    """A training run's test answers per image ((true, predicted, probability) tensors in the test
+    split's order) matched to the split's files; None when there are none or they do not match."""
+    samples = getattr(getattr(datamodule, "datasets", {}).get("test"), "samples", None)
+    if outcomes is None or samples is None or len(samples) != len(outcomes[0]):
+        return None
+    columns = (column.tolist() for column in outcomes)
+    return [
+        Outcome(str(path), int(true), int(predicted), float(probability))
+        for (path, _), true, predicted, probability in zip(samples, *columns, strict=True)
+    ]
 
 
 def _plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
@@ -111,7 +142,7 @@ def evaluate_model_dir(
         split_dir, classes=names, transform=model.transform, draft_size=model.draft_size
     )
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)
-    rows = []
+    rows, outcomes = [], []
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         probabilities, predicted = model.probabilities(images).max(dim=1)
         confusion += torch.bincount(targets * len(names) + predicted, minlength=len(names) ** 2).reshape(
@@ -120,9 +151,10 @@ def evaluate_model_dir(
         for target, top, probability in zip(
             targets.tolist(), predicted.tolist(), probabilities.tolist(), strict=True
         ):
-            file = os.path.relpath(dataset.samples[len(rows)][0], split_dir)
-            rows.append([file, names[target], names[top], f"{probability:.6f}"])
-    summary = write_evaluation_report(confusion, names, out_dir)
+            path = dataset.samples[len(rows)][0]
+            rows.append([os.path.relpath(path, split_dir), names[target], names[top], f"{probability:.6f}"])
+            outcomes.append(Outcome(path, target, top, probability))
+    summary = write_evaluation_report(confusion, names, out_dir, outcomes=outcomes, model=model)
     with open(Path(out_dir) / "predictions.csv", "w", newline="") as f:
         csv.writer(f).writerows([["file", "true", "predicted", "probability"], *rows])
     (Path(out_dir) / "evaluation.json").write_text(json.dumps(summary, indent=2))

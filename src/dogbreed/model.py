@@ -98,7 +98,9 @@ class BreedClassifier(pl.LightningModule):
             top5(logits, targets)
             self.log(f"{stage}/acc_top5", top5, on_step=False, on_epoch=True, batch_size=len(targets))
         if stage == "test":
-            self.test_confusion.update(logits.argmax(dim=1), targets)
+            probability, predicted = torch.softmax(logits.detach().float(), dim=1).max(dim=1)
+            self.test_confusion.update(predicted, targets)
+            self._test_outcomes.append((targets.cpu(), predicted.cpu(), probability.cpu()))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -112,10 +114,15 @@ class BreedClassifier(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
+        self._test_outcomes: list[tuple[torch.Tensor, ...]] = []
 
     def on_test_epoch_end(self) -> None:
         # compute() gathers across DDP processes, so every process must call it, here, inside the loop.
         self.last_test_confusion = self.test_confusion.compute().cpu()
+        # Each image's (true, predicted, probability), in the test split's order: one process sees the
+        # whole split; under DDP each sees a padded shard, which matches no file list, so none are kept.
+        outcomes = [torch.cat(column) for column in zip(*self._test_outcomes, strict=True)]
+        self.last_test_outcomes = tuple(outcomes) if outcomes and self.trainer.world_size == 1 else None
 
     def configure_optimizers(self):
         hp = self.hparams

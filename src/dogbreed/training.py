@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.acceleration import configure_backends, maybe_compile, resolve_precision
 from dogbreed.config_schema import check_train_config
-from dogbreed.evaluation import write_evaluation_report
-from dogbreed.export import export_model
+from dogbreed.evaluation import run_outcomes, write_evaluation_report
+from dogbreed.export import export_model, load_model
 from dogbreed.files import write_text_atomic
 from dogbreed.metric_lines import format_metric_lines
 from dogbreed.model_archive import add_inference_code
@@ -77,6 +77,7 @@ def fit(
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     log.info("building model <%s> %s weights=%s", cfg.model._target_, cfg.model.arch, cfg.model.weights)
     model = instantiate(cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names)
+    image_data = datamodule  # its test files name the images of the report's gallery
     if (cfg.get("feature_cache") or {}).get("enabled"):
         # Frozen backbone: its features are computed once (cached on disk) and only the head trains.
         from dogbreed.data.features import feature_datamodule
@@ -159,7 +160,11 @@ def fit(
             add_artifact_after_training(model_dir, cfg.onnx, datamodule)
 
     evaluation = write_evaluation_report(
-        model.last_test_confusion, datamodule.class_names, run_dir / "evaluation"
+        model.last_test_confusion,
+        datamodule.class_names,
+        run_dir / "evaluation",
+        outcomes=run_outcomes(model.last_test_outcomes, image_data),
+        model=load_model(model_dir) if model_dir is not None else None,
     )
     skipped = datamodule.skipped_images
     if skipped:

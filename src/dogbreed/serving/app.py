@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from dogbreed.serving.admission import AdmissionLimit
 from dogbreed.serving.batching import DynamicBatcher
 from dogbreed.serving.decoding import RequestLimits, read_request
-from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
+from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads, resolve_device
 from dogbreed.serving.errors import (
     InternalServerError,
     PayloadTooLargeError,
@@ -36,7 +36,9 @@ from dogbreed.serving.errors import (
     ServiceUnavailableError,
     ServingError,
 )
+from dogbreed.serving.explain import explainer_for
 from dogbreed.serving.faults import RateLimitedFaultLog
+from dogbreed.serving.page import add_page
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ServerSettings:
     max_queue: int | None = 64
     retry_after_s: int = 1
     limits: RequestLimits = field(default_factory=RequestLimits)
+    page: bool = True  # the page at / for people to try the model (serving/page.py)
 
 
 async def read_body_within(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
@@ -134,6 +137,9 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     app.state.serving = state
 
     faults = RateLimitedFaultLog(log)
+    explainer = explainer_for(model_dir, resolve_device(settings.device))
+    if settings.page:
+        add_page(app, model_dir, state)
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> Response:
@@ -179,6 +185,8 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             held = len(batch)
             rows = await asyncio.gather(*(state["batcher"].submit(t) for t in batch))
             response = build_response(torch.stack(rows), state["engine"].class_names, options)
+            if options.explain:  # its images stay admitted, so heat maps count against max_queue too
+                response = await explainer.add_heatmaps_async(response, batch)
             return Response(encode_response(response), media_type=JSON_ACCEPT)
         except ServingError as exc:
             # A body refused part-way is drained by uvicorn once the answer is sent, so the connection

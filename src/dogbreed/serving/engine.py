@@ -80,6 +80,7 @@ class InferenceEngine:
         self.transform = model.transform
         self.crop_size = model.preprocessing.crop_size
         self.optimize = optimize
+        self.model_dir: Path | None = None  # the folder it was loaded from (Grad-CAM reads its weights)
         self.choice = choice or EngineChoice("torch")
         self.runtime = self.choice.runtime
         self.onnx: OnnxNetwork | None = None
@@ -119,7 +120,9 @@ class InferenceEngine:
         model = load_model(model_dir, device="cpu" if choice.runtime != "torch" else resolve_device(device))
         if choice.runtime != "torch":
             model.net = None  # the runtime holds its own copy of the weights; only preprocessing is needed
-        return cls(model, optimize=optimize, choice=choice, threads=threads)
+        engine = cls(model, optimize=optimize, choice=choice, threads=threads)
+        engine.model_dir = Path(model_dir)
+        return engine
 
     @property
     def name(self) -> str:

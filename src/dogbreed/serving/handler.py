@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 import torch
 
 from dogbreed.serving.decoding import EncodedImage, RequestLimits, read_request
-from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads
+from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads, resolve_device
 from dogbreed.serving.errors import InternalServerError, ServingError
+from dogbreed.serving.explain import explainer_for
 from dogbreed.serving.faults import RateLimitedFaultLog
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
 
@@ -112,7 +113,11 @@ def transform_fn(
     try:
         options = parse_output_options(accept, default_topk=int(os.environ.get("DOGBREED_TOPK", "5")))
         images = read_request(request_body, content_type, RequestLimits.from_env(), engine.draft_size)
-        body = build_response(engine.predict_encoded(images), engine.class_names, options)
+        batch = engine.preprocess_encoded(images)
+        body = build_response(engine.probabilities(batch), engine.class_names, options)
+        if options.explain:
+            device = resolve_device(os.environ.get("DOGBREED_DEVICE", "auto"))
+            explainer_for(engine.model_dir, device).add_heatmaps(body, batch)
         return encode_response(body), JSON_ACCEPT
     except ServingError as exc:
         if context is None:

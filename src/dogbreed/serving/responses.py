@@ -2,6 +2,7 @@
 
 Options come from the Accept header's parameters (`application/json; topk=3; probabilities=true`),
 which pass through SageMaker's InvokeEndpoint unchanged, or from the local server's query string.
+`explain=gradcam` asks for a heat map of the top class besides (dogbreed.serving.explain adds it).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from dogbreed.serving.errors import BadRequestError, NotAcceptableError
 JSON_ACCEPT = "application/json"
 ACCEPTABLE = (JSON_ACCEPT, "application/*", "*/*", "")
 DECIMALS = 6  # enough to rank 133 breeds; the same digits whichever server answered
+EXPLANATIONS = ("gradcam",)
 
 
 @dataclass(frozen=True)
 class OutputOptions:
     topk: int = 5
     probabilities: bool = False
+    explain: str | None = None  # one of EXPLANATIONS, or None: no explanation asked for
 
 
 def _parse_bool(value: str, name: str) -> bool:
@@ -59,7 +62,17 @@ def parse_output_options(
     probabilities = (
         _parse_bool(merged["probabilities"], "probabilities") if "probabilities" in merged else False
     )
-    return OutputOptions(topk=topk, probabilities=probabilities)
+    explain = _parse_explain(merged.get("explain"))
+    return OutputOptions(topk=topk, probabilities=probabilities, explain=explain)
+
+
+def _parse_explain(value: str | None) -> str | None:
+    lowered = (value or "").strip().lower()
+    if lowered in ("", "none", "false", "0"):
+        return None
+    if lowered not in EXPLANATIONS:
+        raise BadRequestError(f"explain={value!r} is not one of {', '.join(EXPLANATIONS)}")
+    return lowered
 
 
 def build_response(probs: torch.Tensor, class_names: list[str], options: OutputOptions) -> dict:

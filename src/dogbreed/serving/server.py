@@ -25,6 +25,7 @@ def settings_from_config(cfg: DictConfig) -> ServerSettings:
         body_timeout_s=float(server.body_timeout_s),
         max_queue=None if server.max_queue is None else int(server.max_queue),
         retry_after_s=int(server.retry_after_s),
+        page=bool(server.page),
         limits=RequestLimits(
             max_body_bytes=int(limits.max_body_bytes),
             max_pixels=int(limits.max_pixels),

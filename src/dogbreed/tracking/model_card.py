@@ -1,7 +1,9 @@
 """model/README.md: a model card written with every exported model, so it travels in model.tar.gz.
 
 It says what the model is, what data and recipe made it, how well it did on the test split (its weakest
-classes and most confused pairs too), how to call it and where it should not be trusted.
+classes and most confused pairs too), how to call it and where it should not be trusted. The evaluation
+report page (evaluation.html) is copied beside it, and model_card.json holds the figures a program shows
+(the serving page reads it with read_card_data).
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dogbreed.evaluation_page import REPORT_FILE
 from dogbreed.export import CONFIG_FILE, display_name
 from dogbreed.tracking.git_state import describe
 
 CARD_FILE = "README.md"
+CARD_DATA_FILE = "model_card.json"
 CONFUSION_IMAGE = "confusion_matrix.png"
+# The figures of model_card.json: the metric's name in metrics.json -> its key there.
+CARD_METRICS = {
+    "test/acc": "test_accuracy",
+    "test/acc_top5": "test_top5_accuracy",
+    "mean_class_accuracy": "mean_class_accuracy",
+    "val/acc": "validation_accuracy",
+}
 WEAKEST = 10
 CONFUSED = 10
 CLASSES_LISTED = 30
@@ -62,23 +73,58 @@ def write_model_card(
     manifest: Mapping[str, Any],
     evaluation_dir: str | Path,
 ) -> Path:
-    """Write <model_dir>/README.md (and copy the confusion matrix image beside it); return its path."""
+    """Write <model_dir>/README.md and model_card.json (and copy the confusion matrix image and the
+    evaluation report beside them); return the README's path."""
     model_dir, evaluation_dir = Path(model_dir), Path(evaluation_dir)
     described = json.loads((model_dir / CONFIG_FILE).read_text())
-    image = evaluation_dir / CONFUSION_IMAGE
-    if image.is_file():
-        shutil.copyfile(image, model_dir / CONFUSION_IMAGE)
+    copied = {}
+    for name in (CONFUSION_IMAGE, REPORT_FILE):
+        copied[name] = (evaluation_dir / name).is_file()
+        if copied[name]:
+            shutil.copyfile(evaluation_dir / name, model_dir / name)
     sections = [
         _what_it_is(described, model_cfg),
         _data(described, manifest),
         _recipe(manifest, metrics),
-        _results(metrics, evaluation_dir, has_image=image.is_file()),
+        _results(metrics, evaluation_dir, has_image=copied[CONFUSION_IMAGE], has_report=copied[REPORT_FILE]),
         _how_to_call(),
         _limits(described, manifest),
     ]
     path = model_dir / CARD_FILE
     path.write_text("\n\n".join("\n".join(section) for section in sections) + "\n")
+    card_data = {
+        "title": _title(described),
+        "arch": described["arch"],
+        "num_classes": described["num_classes"],
+        "created": manifest.get("created"),
+        "code": describe(manifest.get("git") or {}),
+        **{key: _number(metrics.get(name)) for name, key in CARD_METRICS.items()},
+        "evaluation_report": REPORT_FILE if copied[REPORT_FILE] else None,
+    }
+    (model_dir / CARD_DATA_FILE).write_text(json.dumps(card_data, indent=2))
     return path
+
+
+def read_card_data(model_dir: str | Path) -> dict[str, Any]:
+    """model_card.json of a model folder, or {} for a model exported without one (no evaluation)."""
+    path = Path(model_dir) / CARD_DATA_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _title(described: Mapping[str, Any]) -> str:
+    return f"Dog-breed classifier: {described['arch']}, {described['num_classes']} classes"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
 
 
 def _what_it_is(described: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> list[str]:
@@ -95,7 +141,7 @@ def _what_it_is(described: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> l
     )
     prep = described.get("preprocessing") or {}
     return [
-        f"# Dog-breed classifier: {arch}, {classes} classes",
+        f"# {_title(described)}",
         "",
         f"An image classifier that names the dog breed in a photo, one of {classes} breeds.",
         "",
@@ -156,7 +202,9 @@ def _recipe(manifest: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str
     return lines
 
 
-def _results(metrics: Mapping[str, Any], evaluation_dir: Path, has_image: bool) -> list[str]:
+def _results(
+    metrics: Mapping[str, Any], evaluation_dir: Path, has_image: bool, has_report: bool
+) -> list[str]:
     rows = [
         ("test accuracy", _percent(metrics.get("test/acc"))),
         ("test top-5 accuracy", _percent(metrics.get("test/acc_top5"))),
@@ -165,6 +213,13 @@ def _results(metrics: Mapping[str, Any], evaluation_dir: Path, has_image: bool) 
     ]
     rows = [row for row in rows if row[1] != "n/a"]  # top-5 exists only with more than five classes
     lines = ["## Results", "", *_table(("metric", "value"), rows)]
+    if has_report:
+        lines += [
+            "",
+            f"The [evaluation report]({REPORT_FILE}) shows the accuracy of every class, the most confused"
+            " part of the confusion matrix and the test photos it got most confidently wrong and least"
+            " confidently right, with their Grad-CAM heat maps.",
+        ]
     weakest = weakest_classes(evaluation_dir)
     if weakest:
         lines += ["", f"### The {len(weakest)} weakest classes (test split)", ""]
