@@ -74,7 +74,7 @@ import inference, dogbreed
 assert dogbreed.__file__.startswith({str(model_dir / CODE_DIR)!r}), dogbreed.__file__
 engine = inference.model_fn({str(model_dir)!r})
 body, content_type = inference.transform_fn(engine, open({str(tmp_path / "dog.jpg")!r}, "rb").read(),
-                                            "image/jpeg", "application/json")
+                                            "image/jpeg", "application/json; explain=gradcam")
 print(body)
 """
     python = make_container_python(tmp_path / "venv")
@@ -85,3 +85,4 @@ print(body)
     answer = json.loads(answered.stdout.strip().splitlines()[-1])
     class_names = json.loads((trained_run / "model" / "model.json").read_text())["class_names"]
     assert answer["predictions"][0]["topk"][0]["class_name"] in class_names
+    assert answer["predictions"][0]["gradcam"]["png"]  # Grad-CAM needs nothing the container lacks
