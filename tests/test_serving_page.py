@@ -119,7 +119,7 @@ def test_explain_adds_the_heat_map_of_the_top_class(port, model_dir, photos):
 
 def test_a_heat_map_waiting_its_turn_still_holds_its_place_in_the_queue(model_dir, photos):
     jpeg = photos[0].read_bytes()
-    settings = ServerSettings(max_wait_ms=0, max_queue=1, limits=LIMITS)
+    settings = ServerSettings(max_wait_ms=0, max_queue=1, limits=LIMITS, device="cpu")
     with running_server(create_app(model_dir, settings)) as port, ThreadPoolExecutor(1) as pool:
         explainer = explainer_for(model_dir, "cpu")
         with explainer._lock:  # as while another request's heat map is drawn
@@ -164,10 +164,11 @@ def test_page_false_serves_no_page_and_the_same_answers(model_dir, photos):
 def test_page_loads_with_no_console_error_and_says_what_the_model_is(browser, port, model_dir):
     page, console = open_page(browser, port)
     card = json.loads((model_dir / "model_card.json").read_text())
-    accuracy = f"test accuracy {100 * card['test_accuracy']:.{0 if card['test_accuracy'] >= 0.995 else 1}f}%"
     page.wait_for_selector("#model:has-text('test accuracy')")  # selectors: the page's policy forbids eval
-    assert page.inner_text("#model").startswith("Dog-breed classifier: resnet18, 6 classes")
-    assert accuracy in page.inner_text("#model")
+    about = page.inner_text("#model")
+    assert about.startswith("Dog-breed classifier: resnet18, 6 classes")
+    shown = re.search(r"test accuracy ([\d.]+)%", about)
+    assert shown and abs(float(shown[1]) - 100 * card["test_accuracy"]) <= 0.5
     assert page.is_visible("#report")
     assert console.errors == []
     page.close()

@@ -2,8 +2,9 @@
 
 The gradient of the class's logit with respect to the last convolutional block's activations, averaged
 over space, weighs each activation channel; the positive part of their weighted sum is the heat map, at the
-block's resolution (7 x 7 for a ResNet at 224 px), scaled to [0, 1] per image. One forward and one
-backward pass of the torch network on the preprocessed batch (figures: docs/serving.md). The servers
+block's resolution (7 x 7 for a ResNet at 224 px), scaled to [0, 1] per image. It costs one forward pass
+of the torch network on the preprocessed batch, recording gradients, and a backward pass through the
+classification head alone, back to that block (figures: docs/serving.md). The servers
 (dogbreed.serving.explain) and the evaluation report draw their heat maps here.
 """
 

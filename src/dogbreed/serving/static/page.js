@@ -8,6 +8,7 @@ const TOPK = 5;
 
 // What each refusal means for a person holding a photo; the server's message follows it.
 const SENTENCES = {
+  0: "The server could not be reached: is it still running?",
   400: "The server could not read this file as a photo.",
   406: "The server cannot answer in the form this page asked for.",
   408: "The photo took too long to arrive at the server; try again.",
@@ -18,7 +19,8 @@ const SENTENCES = {
 };
 
 function percent(p) {
-  return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+  if (p > 0 && p < 0.001) return "<0.1%";
+  return `${(100 * p).toFixed(p >= 0.995 || p === 0 ? 0 : 1)}%`;
 }
 
 async function describeModel() {
@@ -120,7 +122,7 @@ async function ask(file, item, explain) {
       body: file,
     });
   } catch (error) {
-    showError(item, 0, `the server could not be reached: ${error.message}`);
+    showError(item, 0, error.message);
     return;
   }
   const body = await response.json().catch(() => ({}));
