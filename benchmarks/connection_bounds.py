@@ -5,7 +5,8 @@
 Starts serve/deploy.py on a free port, then:
 - for each count of --idle (150 and 1,000 by default), holds that many sockets open that send nothing,
   times 20 GET /ping and 5 POST /invocations of a 200x200 JPEG meanwhile, and counts the idle sockets the
-  server has left open (at most server.max_connections);
+  server has left open (at most server.max_connections) and the memory of the server and its workers
+  (PSS: shared pages counted once);
 - for each slow request, sends it and, once a preprocessing worker is busy with it, an ordinary request,
   and times both: a progressive JPEG of 8,000 x 8,000 pixels and 1,000 scans (decodes for seconds, fits
   limits.max_pixels after draft reduction), and a JSON request of 32 RGBA PNGs of 2,000 x 1,250 pixels
@@ -105,7 +106,9 @@ def post(port: int, body: bytes, content_type: str) -> tuple[int, dict, float]:
     try:
         conn.request("POST", "/invocations", body=body, headers={"Content-Type": content_type})
         response = conn.getresponse()
-        return response.status, json.loads(response.read()), time.monotonic() - start
+        body = response.read()
+        answer = json.loads(body) if response.getheader("content-type") == "application/json" else {}
+        return response.status, answer, time.monotonic() - start
     finally:
         conn.close()
 
@@ -122,6 +125,28 @@ def timed_get(port: int, path: str) -> tuple[int, float]:
         return response.status, time.monotonic() - start
     finally:
         conn.close()
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of `pid` and every process under it (its preprocessing workers and their
+    fork server), in MB: shared pages counted once in all."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree = [pid]
+    for parent in tree:
+        tree += [child for child, of in parents.items() if of == parent]
+    total_kb = 0
+    for member in tree:
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total_kb += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+    return round(total_kb / 1024, 1)
 
 
 def allow_open_files(count: int) -> None:
@@ -177,13 +202,14 @@ def slow_and_ordinary(port: int, slow: bytes, content_type: str) -> dict:
     }
 
 
-def idle_connections(port: int, count: int) -> dict:
+def idle_connections(port: int, pid: int, count: int) -> dict:
     allow_open_files(count + 256)
     with idle_sockets(port, count) as sockets:
         pings = [timed_get(port, "/ping") for _ in range(20)]
         invocations = [post(port, ordinary_jpeg(), "image/jpeg") for _ in range(5)]
         return {
             "idle_sockets": count,
+            "server_pss_mb": tree_pss_mb(pid),
             "ping_statuses": sorted({status for status, _ in pings}),
             "ping_ms": percentiles([seconds for _, seconds in pings]),
             "invocation_statuses": sorted({status for status, _, _ in invocations}),
@@ -200,12 +226,14 @@ def main() -> None:
         "overrides", nargs="*", help="deploy config overrides, e.g. limits.decode_timeout_s=2"
     )
     args = parser.parse_args()
-    with local_server(args.model_dir, args.overrides) as (port, _):
+    with local_server(args.model_dir, args.overrides) as (port, pid):
         report = {
             "overrides": args.overrides,
-            "idle": [idle_connections(port, count) for count in args.idle],
+            "server_pss_mb_at_start": tree_pss_mb(pid),
+            "idle": [idle_connections(port, pid, count) for count in args.idle],
             "many_scan_jpeg": slow_and_ordinary(port, many_scan_jpeg(), "image/jpeg"),
             "rgba_png_request": slow_and_ordinary(port, rgba_png_request(), "application/json"),
+            "server_pss_mb_at_end": tree_pss_mb(pid),
             "stats": get_json(HOST, port, "/stats"),
         }
     print(json.dumps(report, indent=2))

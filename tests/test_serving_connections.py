@@ -101,10 +101,16 @@ def test_a_slow_request_is_stopped_at_its_budget_and_holds_up_no_other(port: int
         slow_status, answer, slow_s = pending.result()
     assert slow_status == 413 and "still decoding after 2.6 s" in answer["message"], answer
     assert slow_s < 5, slow_s
-    stats = get_json("127.0.0.1", port, "/stats")
-    assert stats["decode_timeouts"] == 1
-    assert stats["preprocess_workers_alive"] == stats["preprocess_workers"] >= 2  # the stopped one replaced
-    assert post(port, ordinary_jpeg(), "image/jpeg")[0] == 200
+    assert get_json("127.0.0.1", port, "/stats")["decode_timeouts"] == 1
+    # The stopped worker's replacement starts after the answer; then both workers serve again.
+    deadline = time.monotonic() + 60
+    while (stats := get_json("127.0.0.1", port, "/stats"))["preprocess_workers_busy"]:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.02)  # polling interval; the condition is the server's own count
+    assert stats["preprocess_workers_alive"] == stats["preprocess_workers"] >= 2
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(lambda _: post(port, ordinary_jpeg(), "image/jpeg")[0], range(4)))
+    assert statuses == [200] * 4
 
 
 def read_until_closed(sock: socket.socket) -> bytes:

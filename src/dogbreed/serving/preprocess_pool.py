@@ -123,7 +123,7 @@ def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # torch, torchvision and Pillow imported once
+    context.set_forkserver_preload(["dogbreed.serving.fork_server_preload"])
     return context
 
 
@@ -250,17 +250,31 @@ class PreprocessPool:
             outcome = ("fault", f"the preprocessing worker died (exit code {worker.process.exitcode})")
         finally:
             if outcome[0] in ("timeout", "fault"):
-                worker = self._replace(worker)
-            try:
-                loop.call_soon_threadsafe(self._give_back, worker)
-            except RuntimeError:  # the loop has closed: the server is shutting down
-                pass
+                worker.stop()  # its core is free before the answer goes out; the replacement starts after
+                self._start_after(self._replace_and_give_back, loop, worker)
+            else:
+                self._give_back(loop, worker)
         return outcome
 
-    def _give_back(self, worker: Worker) -> None:
-        self.busy -= 1
-        assert self._idle is not None
-        self._idle.put_nowait(worker)
+    def _start_after(self, task: Callable[..., None], *args: object) -> None:
+        try:  # on a thread of the pool once this one is free: each worker has a thread of its own
+            self._threads.submit(task, *args)
+        except RuntimeError:  # the pool has shut down: so has the server
+            pass
+
+    def _replace_and_give_back(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        self._give_back(loop, self._replace(worker))
+
+    def _give_back(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        def on_loop() -> None:
+            self.busy -= 1
+            assert self._idle is not None
+            self._idle.put_nowait(worker)
+
+        try:
+            loop.call_soon_threadsafe(on_loop)
+        except RuntimeError:  # the loop has closed: the server is shutting down
+            pass
 
     def _replace(self, worker: Worker) -> Worker:
         """Stop `worker` and start another in its place; on failure the stopped one stays, and the next
