@@ -8,9 +8,9 @@ Starts serve/deploy.py on a free port, then:
   server has left open (at most server.max_connections) and the memory of the server and its workers
   (PSS: shared pages counted once);
 - for each slow request, sends it and, once a preprocessing worker is busy with it, an ordinary request,
-  and times both: a progressive JPEG of 8,000 x 8,000 pixels and 1,000 scans (decodes for seconds, fits
-  limits.max_pixels after draft reduction), and a JSON request of 32 RGBA PNGs of 2,000 x 1,250 pixels
-  (80 MP: within the default limits).
+  and times both: a progressive JPEG of --jpeg-side pixels square and --jpeg-scans scans (by default
+  13,000 and 1,000: it fits limits.max_pixels after draft reduction and decodes for many seconds), and a
+  JSON request of 32 RGBA PNGs of 2,000 x 1,250 pixels (80 MP: within the default limits).
 """
 
 from __future__ import annotations
@@ -222,6 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True, help="start serve/deploy.py with this exported model")
     parser.add_argument("--idle", type=int, nargs="+", default=[150, 1000])
+    parser.add_argument("--jpeg-side", type=int, default=13_000)
+    parser.add_argument("--jpeg-scans", type=int, default=1_000)
     parser.add_argument(
         "overrides", nargs="*", help="deploy config overrides, e.g. limits.decode_timeout_s=2"
     )
@@ -231,7 +233,9 @@ def main() -> None:
             "overrides": args.overrides,
             "server_pss_mb_at_start": tree_pss_mb(pid),
             "idle": [idle_connections(port, pid, count) for count in args.idle],
-            "many_scan_jpeg": slow_and_ordinary(port, many_scan_jpeg(), "image/jpeg"),
+            "many_scan_jpeg": slow_and_ordinary(
+                port, many_scan_jpeg(args.jpeg_side, args.jpeg_side, args.jpeg_scans), "image/jpeg"
+            ),
             "rgba_png_request": slow_and_ordinary(port, rgba_png_request(), "application/json"),
             "server_pss_mb_at_end": tree_pss_mb(pid),
             "stats": get_json(HOST, port, "/stats"),
