@@ -9,9 +9,10 @@ the request and its image headers, plus `limits.decode_s_per_megapixel` for each
 say decoding will produce: a large photo gets the time it needs, a small file that decodes slowly does not.
 With two workers or more, an ordinary request finds a free one while a slow one decodes.
 
-Workers are forked from multiprocessing's fork server, which imports torch and Pillow once: a replacement
-starts in milliseconds and shares those pages. The server process itself, whose threads may hold locks, is
-never forked.
+Workers are forked from multiprocessing's fork server, which imports torch and Pillow once
+(serving/fork_server_preload.py): a replacement starts without importing them again, and shares those
+pages. The server process itself, whose threads may hold locks, is never forked. A worker is handed a
+request only once it has started, so its start is never charged to a request's budget.
 """
 
 from __future__ import annotations
