@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dogbreed.serving.server import check_model_dir, settings_from_config
+from dogbreed.serving.protocol import BoundedH11Protocol
+from dogbreed.serving.server import check_model_dir, settings_from_config, uvicorn_config
 from tests.conftest import CONF_DIR
 
 
@@ -31,11 +32,25 @@ def test_overrides_reach_the_server_settings():
             "server.threads=1",
             "server.optimize=none",
             "limits.max_pixels=1000",
+            "server.preprocess_workers=3",
+            "limits.decode_timeout_s=1.5",
+            "limits.decode_s_per_megapixel=0.5",
         ]
     )
     settings = settings_from_config(cfg)
     assert (settings.max_batch_size, settings.max_wait_ms, settings.threads) == (4, 2.5, 1)
     assert settings.optimize == "none" and settings.limits.max_pixels == 1000
+    assert settings.preprocess_workers == 3
+    assert settings.decode_budget.seconds(4_000_000) == 1.5 + 0.5 * 4
+
+
+def test_uvicorn_counts_no_idle_connection_and_the_protocol_bounds_them():
+    """uvicorn's limit_concurrency (which counts idle sockets) stays off; our protocol gets the bounds."""
+    cfg = compose_deploy(["model_dir=m", "server.max_connections=300", "server.keep_alive_timeout_s=3"])
+    config = uvicorn_config(object(), cfg.server)
+    assert config.limit_concurrency is None and config.timeout_keep_alive == 3
+    assert issubclass(config.http, BoundedH11Protocol)
+    assert (config.http.max_connections, config.http.head_timeout_s) == (300, 10.0)
 
 
 def test_a_folder_without_an_exported_model_is_refused_with_the_fix(tmp_path):

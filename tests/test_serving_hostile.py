@@ -1,12 +1,13 @@
 """Hostile and unlucky requests against the real local server: each gets its 4xx (never a 5xx), costs a
-bounded amount of memory (peak RSS read from /proc), never replays its input, and leaves the connection
-usable or says it closes."""
+bounded amount of memory (peak RSS read from /proc, of the server and of the workers that decode for it),
+never replays its input, and leaves the connection usable or says it closes."""
 
 from __future__ import annotations
 
 import base64
 import http.client
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,7 +57,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def port(model_dir: Path) -> Iterator[int]:
     settings = ServerSettings(
         threads=1,
-        preprocess_threads=1,
+        preprocess_workers=1,
         max_wait_ms=0,
         body_timeout_s=1.0,
         limits=RequestLimits(max_pixels=40_000_000, max_request_pixels=80_000_000),
@@ -65,20 +66,36 @@ def port(model_dir: Path) -> Iterator[int]:
         yield port
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
 
 
+def _this_process_and_descendants() -> list[int]:
+    """This process and every process under it (the preprocessing workers, forked by the fork server)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    tree = [os.getpid()]
+    for pid in tree:
+        tree += [child for child, parent in parents.items() if parent == pid]
+    return tree
+
+
 def peak_memory_growth(action: Callable[[], T]) -> tuple[T, int]:
-    """Run `action` (the server answers in a thread of this process) and return its result with how far
-    the process's peak resident memory rose above the memory before it, in bytes."""
-    before = _status_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
+    """Run `action` (the server answers in a thread of this process, its workers in processes under it)
+    and return its result with how far their peak resident memory rose above the memory before it, in
+    bytes, summed over the processes (each one's peak, so an upper bound of the peak together)."""
+    before = {pid: _status_kb(pid, "VmRSS") for pid in _this_process_and_descendants()}
+    for pid in before:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
     result = action()
-    return result, (_status_kb("VmHWM") - before) * 1024
+    return result, sum(_status_kb(pid, "VmHWM") - rss for pid, rss in before.items()) * 1024
 
 
 def assert_client_error(answer, status: int, words: str) -> dict:
@@ -200,7 +217,7 @@ def test_every_decoded_format_is_accepted_under_its_own_content_type(port, conte
 def test_the_deployed_server_closes_connections_whose_headers_never_complete(model_dir, tmp_path):
     """serve/deploy.py as a user starts it: a client sending its headers byte by byte, or nothing, is
     disconnected once server.header_timeout_s has passed; other clients are served meanwhile."""
-    overrides = ["server.header_timeout_s=1", "server.threads=1", "server.preprocess_threads=1"]
+    overrides = ["server.header_timeout_s=1", "server.threads=1", "server.preprocess_workers=1"]
     with local_server(model_dir, overrides, log=tmp_path / "server.log", run_dir=tmp_path) as (port, _):
         with (
             socket.create_connection(("127.0.0.1", port), timeout=30) as silent,

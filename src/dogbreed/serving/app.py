@@ -3,11 +3,13 @@
 Errors are JSON `{"error", "status", "message"}`: 4xx for requests at fault, 500 only for server faults
 (logged once with one traceback, rate-limited; the answer carries no traceback). Every error answer is a
 complete response, so the connection stays usable, or says `Connection: close` when the client stopped
-sending its body. Parsing, header checks and decoding run in the preprocessing pool, never on the event
-loop, so /ping answers at once whatever the requests in flight.
+sending its body. Parsing, header checks and decoding run in worker processes under a deadline
+(serving/preprocess_pool.py), never on the event loop, so /ping answers at once whatever the requests in
+flight, and one slow image holds up no other request.
 Past `max_queue` images waiting, requests are answered 503 with Retry-After at once (serving/admission.py).
-GET /stats reports what the dynamic batcher ran (batch sizes), the engine and the images waiting, for
-tests and load checks.
+GET /stats reports what the dynamic batcher ran (batch sizes), the engine, the images waiting and the
+preprocessing workers, for tests and load checks. A path is matched exactly: `/invocations/` is 404, never
+a redirect (whose Location would be built from the client's Host header).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from dogbreed.serving.admission import AdmissionLimit
 from dogbreed.serving.batching import DynamicBatcher
-from dogbreed.serving.decoding import RequestLimits, read_request
+from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads, resolve_device
 from dogbreed.serving.errors import (
     InternalServerError,
@@ -39,6 +40,12 @@ from dogbreed.serving.errors import (
 from dogbreed.serving.explain import explainer_for
 from dogbreed.serving.faults import RateLimitedFaultLog
 from dogbreed.serving.page import add_page
+from dogbreed.serving.preprocess_pool import (
+    DecodeBudget,
+    PreprocessPool,
+    RequestPreprocessor,
+    start_fork_server,
+)
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
 
 log = logging.getLogger(__name__)
@@ -49,8 +56,13 @@ class ServerSettings:
     max_batch_size: int = 16
     max_wait_ms: float = 5.0
     threads: int | None = None  # torch intra-op threads; None: one per available CPU
-    # Threads decoding and resizing images; None: half the CPUs, so decoding never starves the network.
-    preprocess_threads: int | None = None
+    # Processes parsing, decoding and resizing requests; None: half the CPUs, and at least 2, so that an
+    # ordinary request finds a free worker while a slow one decodes.
+    preprocess_workers: int | None = None
+    # The time a request may take in its worker (reading, checking, decoding, resizing), past which it
+    # is answered 413 and its worker killed and replaced: conf/deploy.yaml limits.decode_timeout_s and
+    # limits.decode_s_per_megapixel.
+    decode_budget: DecodeBudget = field(default_factory=DecodeBudget)
     device: str = "auto"
     # What runs the network: auto (the fastest ONNX runtime installed, on the model's optimised artifact,
     # else torch) | openvino | onnxruntime | torch. `optimize` applies to torch only.
@@ -111,14 +123,22 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads = configure_threads(settings.threads)
-        engine = await asyncio.to_thread(
-            InferenceEngine.load, model_dir, settings.device, settings.optimize, settings.engine, threads
+        engine, _ = await asyncio.gather(
+            asyncio.to_thread(
+                InferenceEngine.load, model_dir, settings.device, settings.optimize, settings.engine, threads
+            ),
+            asyncio.to_thread(start_fork_server),
         )
         await asyncio.to_thread(engine.warm_up, settings.max_batch_size)
         batcher = DynamicBatcher(run_batch, settings.max_batch_size, settings.max_wait_ms)
-        workers = settings.preprocess_threads or max(1, available_cpus() // 2)
-        preprocess_pool = ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
-        state.update(engine=engine, batcher=batcher, preprocess_pool=preprocess_pool)
+        pool = PreprocessPool(
+            RequestPreprocessor(settings.limits, engine.transform, engine.draft_size),
+            settings.preprocess_workers or max(2, available_cpus() // 2),
+            settings.decode_budget,
+        )
+        await asyncio.to_thread(pool.start)
+        pool.bind()
+        state.update(engine=engine, batcher=batcher, pool=pool)
         batcher.start()
         log.info(
             "model %s loaded (%s, %d classes), serving with %s",
@@ -131,9 +151,9 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             yield
         finally:
             await batcher.stop()
-            preprocess_pool.shutdown(wait=False, cancel_futures=True)
+            pool.close()
 
-    app = FastAPI(title="dogbreed", lifespan=lifespan)
+    app = FastAPI(title="dogbreed", lifespan=lifespan, redirect_slashes=False)
     app.state.serving = state
 
     faults = RateLimitedFaultLog(log)
@@ -150,6 +170,8 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         batcher = state.get("batcher")
         if batcher is None or not batcher.running:
             return JSONResponse({"status": "loading"}, status_code=503)
+        # A stalled decode cannot hide behind this 200: no request decodes for longer than
+        # limits.decode_timeout_s, and a dead worker is replaced by the next request that needs it.
         return JSONResponse({"status": "ok"})
 
     @app.get("/stats")
@@ -163,6 +185,10 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             "engine": state["engine"].name,
             "queued_images": admission.waiting,
             "max_queue": admission.max_images,
+            "preprocess_workers": state["pool"].size,
+            "preprocess_workers_alive": state["pool"].alive,
+            "preprocess_workers_busy": state["pool"].busy,
+            "decode_timeouts": state["pool"].timeouts,
         }
 
     @app.post("/invocations")
@@ -177,9 +203,7 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
                 request.headers.get("accept"), request.query_params, default_topk=settings.default_topk
             )
             body = await read_body_within(request, settings.limits.max_body_bytes, settings.body_timeout_s)
-            batch = await asyncio.get_running_loop().run_in_executor(
-                state["preprocess_pool"], preprocess_request, body, request.headers.get("content-type")
-            )
+            batch = await state["pool"].run(body, request.headers.get("content-type"))
             held = 0
             admission.resize(1, len(batch))
             held = len(batch)
@@ -199,12 +223,5 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             return error_response(InternalServerError())
         finally:
             admission.release(held)
-
-    def preprocess_request(body: bytes, content_type: str | None) -> torch.Tensor:
-        """Parse, check against the limits, decode and transform (in the preprocessing pool, where Pillow
-        releases the GIL; on a few cores, more threads would only fight the network for the CPUs)."""
-        engine: InferenceEngine = state["engine"]
-        images = read_request(body, content_type, settings.limits, engine.draft_size)
-        return engine.preprocess_encoded(images)
 
     return app

@@ -8,7 +8,7 @@ optimised artifact (dogbreed.serving.engine_choice says which); preprocessing is
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +23,16 @@ from dogbreed.serving.engine_choice import ENGINES, EngineChoice, choose_engine
 
 OPTIMIZATIONS = ("none", "fuse", "bf16")
 log = logging.getLogger(__name__)
+
+
+def transform_encoded(
+    images: Sequence[EncodedImage], transform: Callable[[Image.Image], torch.Tensor], draft_size: int | None
+) -> torch.Tensor:
+    """Decode and transform one image after the other: a request never holds more than one decoded
+    full-size image, whatever its number of images. [N, 3, H, W]. The engine and the local server's
+    preprocessing workers (serving/preprocess_pool.py) both call this."""
+    # The decoded image is already upright RGB: the transform alone, no second EXIF pass.
+    return torch.stack([transform(decode_image(image, draft_size)) for image in images])
 
 
 def configure_threads(threads: int | None) -> int:
@@ -137,10 +147,8 @@ class InferenceEngine:
         return [decode_image(image, self.draft_size) for image in images]
 
     def preprocess_encoded(self, images: Sequence[EncodedImage]) -> torch.Tensor:
-        """Decode and transform one image after the other: a request never holds more than one decoded
-        full-size image, whatever its number of images. [N, 3, H, W]."""
-        # The decoded image is already upright RGB: the transform alone, no second EXIF pass.
-        return torch.stack([self.transform(decode_image(image, self.draft_size)) for image in images])
+        """Decode and transform one image after the other: [N, 3, H, W] (see `transform_encoded`)."""
+        return transform_encoded(images, self.transform, self.draft_size)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model's own evaluation transform (resize, centre crop, normalise): [N, 3, H, W]."""

@@ -8,6 +8,7 @@ which pass through SageMaker's InvokeEndpoint unchanged, or from the local serve
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,12 +16,13 @@ import torch
 
 from dogbreed.export import display_name
 from dogbreed.serving.decoding import parse_media_type
-from dogbreed.serving.errors import BadRequestError, NotAcceptableError
+from dogbreed.serving.errors import BadRequestError, NotAcceptableError, shorten
 
 JSON_ACCEPT = "application/json"
 ACCEPTABLE = (JSON_ACCEPT, "application/*", "*/*", "")
 DECIMALS = 6  # enough to rank 133 breeds; the same digits whichever server answered
 EXPLANATIONS = ("gradcam",)
+POSITIVE_INT = re.compile(r"[0-9]{1,9}")  # beyond any class count; `re` alone: \d matches other scripts
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class OutputOptions:
     topk: int = 5
     probabilities: bool = False
     explain: str | None = None  # one of EXPLANATIONS, or None: no explanation asked for
+
+
+def _parse_positive_int(value: str, name: str) -> int:
+    """ASCII digits only: int() also reads '+3', '3_0', ' 3' and other scripts' digits ('٣' is 3)."""
+    if not POSITIVE_INT.fullmatch(value) or int(value) < 1:
+        raise BadRequestError(f"{name}={shorten(value, 20)} must be a positive integer in ASCII digits")
+    return int(value)
 
 
 def _parse_bool(value: str, name: str) -> bool:
@@ -53,12 +62,7 @@ def parse_output_options(
     topk = default_topk
     for name in ("topk", "k"):
         if name in merged:
-            try:
-                topk = int(merged[name])
-            except ValueError:
-                raise BadRequestError(f"{name}={merged[name]!r} must be a positive integer") from None
-            if topk < 1:
-                raise BadRequestError(f"{name}={topk} must be a positive integer")
+            topk = _parse_positive_int(merged[name], name)
     probabilities = (
         _parse_bool(merged["probabilities"], "probabilities") if "probabilities" in merged else False
     )
