@@ -163,6 +163,28 @@ def test_a_study_with_mlflow_saves_and_logs_no_credentials(shapes3, tmp_path):
         assert not [v for v in values if FAKE_SECRET in v or STUDY_PASSWORD in v]
 
 
+@pytest.mark.slow  # MLflow's SQLite store takes seconds to create
+def test_a_study_run_records_a_typed_storage_password_masked_and_finds_its_run_again(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from dogbreed.tracking.mlflow_study import study_parent_run
+
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder (./mlruns)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    url = f"postgresql://tuner:{STUDY_PASSWORD}@db.internal/studies"
+    overrides = ["logger=mlflow", f"logger.mlflow.tracking_uri={store}", f"tune.storage='{url}'"]
+    cfg = compose_config(tmp_path, overrides, config_name="tune")
+    with study_parent_run(cfg, "dogs", url) as parent:
+        pass
+    recorded = MlflowClient(store).get_run(parent.run_id).data
+    assert recorded.params["tune/storage"] == "postgresql://tuner:***@db.internal/studies"
+    assert recorded.tags["dogbreed.study"] == "dogs @ postgresql://tuner:***@db.internal/studies"
+    assert not [v for v in [*recorded.params.values(), *recorded.tags.values()] if STUDY_PASSWORD in v]
+    with study_parent_run(cfg, "dogs", url) as resumed:  # a resumed study joins the same run
+        assert resumed.run_id == parent.run_id
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("entry", "args", "request_file"),
