@@ -29,15 +29,14 @@ def main(cfg: DictConfig) -> float | None:
         metrics = fit(cfg, extra_callbacks=container_callbacks())
         return metrics.get("val/loss")
     if cfg.backend.name == "sagemaker":
-        from hydra.core.hydra_config import HydraConfig
-
         from dogbreed.sagemaker.training_job import attach, launch_training
+        from dogbreed.tracking.manifest import hydra_overrides
 
         # A SageMakerSetupError (no credentials, AWS refusing, a bad combination) is one `error:` line.
         if cfg.get("attach"):  # an existing training job: follow it, download its results
             attach(cfg, str(cfg.attach), "training")
         else:
-            launch_training(cfg, HydraConfig.get().overrides.task)
+            launch_training(cfg, hydra_overrides())  # as typed: ${oc.env:X} unresolved
         return None
     raise ValueError(f"backend={cfg.backend.name} is not supported yet")
 

@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dogbreed.config_schema import check_train_config
 from dogbreed.errors import exit_on_user_error
+from dogbreed.tracking.manifest import hydra_overrides
 
 log = logging.getLogger("tune")
 
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
             attach(cfg, str(cfg.attach), "tuning")
         else:  # tune.objective/direction decide the tuning job's objective, as a local study's
             space = load_search_space(OmegaConf.to_container(cfg.search, resolve=True), source="search")
-            launch_tuning(cfg, HydraConfig.get().overrides.task, space)
+            launch_tuning(cfg, hydra_overrides(), space)
         return None
     if cfg.backend.name != "local":
         raise ValueError(f"backend={cfg.backend.name} is not supported")
@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float | None:
     study = run_study(cfg)
     summary = describe_best(study)
     print(summary, flush=True)
-    best_file = write_best(study, run_dir, HydraConfig.get().overrides.task)
+    best_file = write_best(study, run_dir, hydra_overrides())
     write_trials_csv(study, run_dir)
     write_plots(study, run_dir)
     if best_file:

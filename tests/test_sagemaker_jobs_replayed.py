@@ -100,6 +100,37 @@ def test_training_job_trains_exports_and_a_spot_restart_resumes_its_own_checkpoi
     assert f"ckpt_path={restart / 'checkpoints' / name / 'last.ckpt'}" in second.stdout
 
 
+def test_a_hyperparameter_reading_the_environment_resolves_in_the_job_and_is_never_written_out(
+    aws, shapes3, tmp_path, container_python
+):
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYCANARYKEY0"  # an AWS secret key's shape
+    reference = "${oc.env:AWS_SECRET_ACCESS_KEY}"
+    overrides = [
+        *backend(),
+        *TINY_JOB,
+        f"data.root={shapes3}",
+        "data.images_per_class=4",
+        "trainer.max_epochs=1",
+        f"data.url={reference}",
+    ]
+    job = launched(tmp_path / "launch", overrides)
+    assert json.loads(job["HyperParameters"]["data.url"]) == reference  # sent as typed
+    # The variable in the job's environment (where backend.environment would put it).
+    job["Environment"] = {**(job.get("Environment") or {}), "AWS_SECRET_ACCESS_KEY": secret}
+    result = run_job(job, aws, container_python, tmp_path / "job")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]  # training resolved it: without the variable it would fail
+    base = tmp_path / "job" / "opt_ml"
+    files = [p for p in base.rglob("*") if p.is_file()]
+    written = {p.relative_to(base).as_posix() for p in files}
+    assert {"output/data/config.yaml", "output/data/manifest.json", "model/model.json"} <= written
+    assert not [p for p in files if secret.encode() in p.read_bytes()]
+    assert secret not in log
+    assert f"url: {reference}" in (base / "output" / "data" / "config.yaml").read_text()
+    model = json.loads((base / "model" / "model.json").read_text())
+    assert f"data.url={reference}" in model["manifest"]["overrides"]
+
+
 def test_a_job_never_resumes_another_jobs_checkpoint(aws, shapes3, tmp_path, container_python):
     # Two jobs given one checkpoint location (as every job of a base name had by default): the second,
     # with other hyperparameters, must train its own model, not export the first one's.

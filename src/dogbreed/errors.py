@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from dogbreed.secrets import mask_secrets
+
 EXIT_USER_ERROR = 2  # what argparse and Hydra use for a bad command line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,7 +113,7 @@ def exit_on_user_error(main: F) -> F:
             message = user_error_message(exc)
             if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {message}", file=sys.stderr, flush=True)
+            print(f"error: {mask_secrets(message)}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USER_ERROR) from None
 
     return wrapper  # type: ignore[return-value]

@@ -22,6 +22,7 @@ from dogbreed.files import write_text_atomic
 from dogbreed.metric_lines import format_metric_lines
 from dogbreed.model_archive import add_inference_code
 from dogbreed.resume import EpochSeeding, finished_run_metrics
+from dogbreed.secrets import config_for_records
 from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card
@@ -47,8 +48,10 @@ def fit(
     check_logger_extras(cfg.get("logger"))  # a missing optional package fails before any work
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # What config.yaml, MLflow and the model card record: environment references kept, secrets masked.
+    recorded = config_for_records(cfg)
     if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recorded)))
     log.info("run directory: %s", run_dir.resolve())
     finished = finished_run_metrics(cfg.get("ckpt_path"), run_dir, cfg.trainer.get("max_epochs"))
     if finished is not None:
@@ -98,7 +101,7 @@ def fit(
     )
     maybe_compile(model.net, cfg.get("compile"))
     if rank_zero_only.rank == 0:
-        start_mlflow_runs(loggers, OmegaConf.to_container(cfg, resolve=True), manifest, run_dir)
+        start_mlflow_runs(loggers, recorded, manifest, run_dir)
 
     log.info(
         "training for up to %s epochs on %s, precision %s",
@@ -192,7 +195,7 @@ def fit(
     if model_dir is not None:
         write_model_card(
             model_dir,
-            model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
+            model_cfg=recorded["model"],
             metrics=summary,
             manifest=manifest,
             evaluation_dir=run_dir / "evaluation",

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from dogbreed.overrides import TUNE_ONLY_KEYS, without_keys
 from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
+from dogbreed.secrets import mask_secrets
 from dogbreed.tracking.manifest import hydra_overrides
 from dogbreed.tracking.mlflow_study import log_study_result, nest_trial, study_parent_run
 from dogbreed.tuning_objective import TuneConfigError, objective_of
@@ -71,17 +72,6 @@ def suggest(trial: optuna.Trial, distributions: Mapping[str, Any]) -> dict[str, 
     return values
 
 
-def storage_for_messages(url: str) -> str:
-    """The storage URL with its password masked (postgresql://user:***@host/db), for logs and errors."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # not a URL SQLAlchemy parses: show its scheme only
-        return url.split(":", 1)[0] + "://..."
-
-
 def create_study(cfg: DictConfig) -> optuna.Study:
     """The study in `tune.storage` (created, or loaded when it exists and tune.load_if_exists)."""
     tune_cfg = cfg.tune
@@ -110,7 +100,7 @@ def create_study(cfg: DictConfig) -> optuna.Study:
     )
     study.sampler = make_sampler(tune_cfg.get("sampler"), already=len(study.get_trials(deepcopy=False)))
     if study.direction.name.lower() != objective.direction:
-        where = storage_for_messages(storage_url)
+        where = mask_secrets(storage_url)
         raise TuneConfigError(
             f"study {study.study_name} in {where} was created to {study.direction.name.lower()}, but "
             f"tune.objective={objective.metric} asks to {objective.direction}: use another tune.study_name"
@@ -237,7 +227,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
     done = count_finished(study)
     if done:
         log.info("study %s resumed with %d finished trials", study.study_name, done)
-    with study_parent_run(cfg, study.study_name, storage_for_messages(str(tune_cfg.storage))) as parent:
+    with study_parent_run(cfg, study.study_name, str(tune_cfg.storage)) as parent:
         runner.parent_run_id = parent.run_id if parent else None
         if done < n_trials:
             study.optimize(

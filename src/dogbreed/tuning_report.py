@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from dogbreed.files import write_text_atomic
 from dogbreed.overrides import TUNE_ONLY_KEYS, format_override, without_keys
+from dogbreed.secrets import mask_secrets
 
 if TYPE_CHECKING:  # optuna is the tune extra; a SageMaker tuning job's results are written without it
     import optuna
@@ -66,7 +67,9 @@ def write_best_files(
     overrides: list[str],
 ) -> Path:
     """best_overrides.txt and best_params.yaml, the one layout of a local study and a SageMaker tuning job
-    (there `study_name` is the tuning job and `trial` its best training job)."""
+    (there `study_name` is the tuning job and `trial` its best training job). A credential typed in an
+    override is masked: the file holds `${oc.env:NAME}` references as typed, never a secret."""
+    overrides = mask_secrets(overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Written whole or not at all: a study killed here leaves the previous best files intact.
     path = write_text_atomic(out_dir / "best_overrides.txt", "\n".join(overrides) + "\n")

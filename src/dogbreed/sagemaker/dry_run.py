@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dogbreed.secrets import mask_secrets
+
 log = logging.getLogger(__name__)
 
 DRY_RUN_ACCOUNT = "123456789012"
@@ -75,8 +77,9 @@ class DryRun:
 
 
 def show_request(run_dir: str | Path, request: Any, file_name: str) -> Any:
-    """Print the request JSON and keep it in the run directory (stdout also carries Hydra's log lines)."""
-    text = json.dumps(request, indent=2, default=str)
+    """Print the request JSON and keep it in the run directory (stdout also carries Hydra's log lines), with
+    credentials masked: the request itself carries the hyperparameters and environment as given."""
+    text = json.dumps(mask_secrets(request), indent=2, default=str)
     print(text, flush=True)
     path = Path(run_dir) / file_name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from dogbreed.files import write_text_atomic
 from dogbreed.overrides import decode_hyperparameter, overrides_from_hyperparameters
 from dogbreed.sagemaker.session import SageMakerSetupError
+from dogbreed.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ def _download_archive(s3: Any, uri: str, archive: Path, extract_to: Path) -> boo
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """A job's description (its hyperparameters and environment among it), credentials masked."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    write_text_atomic(path, json.dumps(mask_secrets(data), indent=2, default=str) + "\n")
 
 
 def attach_training(cfg: DictConfig, session: Any, name: str, out_dir: Path | None = None) -> dict:
@@ -149,7 +151,7 @@ def attach_tuning(cfg: DictConfig, session: Any, name: str) -> dict:
         user_attrs={"objective": objective.get("MetricName"), "training_job": job},
         overrides=overrides,
     )
-    print(f"best training job {job}: {' '.join(overrides)}", flush=True)
+    print(f"best training job {job}: {' '.join(mask_secrets(overrides))}", flush=True)
     print(f"train with the best values: python train.py $(cat {path})", flush=True)
     attach_training(cfg, session, job, out / "best")
     return described

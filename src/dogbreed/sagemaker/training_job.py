@@ -31,6 +31,7 @@ from dogbreed.sagemaker.session import (
     make_session,
 )
 from dogbreed.sagemaker.source_bundle import PROJECT_ROOT, project_root, stage_source
+from dogbreed.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def check_job_overrides(overrides: Sequence[str], what: str = "the training job"
     except HydraException as e:
         first = str(e).splitlines()[0]
         raise SageMakerSetupError(
-            f"{what} would refuse its hyperparameters {job_overrides}: {first}"
+            f"{what} would refuse its hyperparameters {mask_secrets(job_overrides)}: {mask_secrets(first)}"
         ) from None
     finally:
         GlobalHydra.instance().clear()

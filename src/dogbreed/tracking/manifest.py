@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dogbreed
+from dogbreed.secrets import mask_secrets
 from dogbreed.tracking.data_manifest import data_manifest
 from dogbreed.tracking.git_state import git_state
 from dogbreed.tracking.sagemaker_job import running_job
@@ -62,10 +63,15 @@ def machine() -> dict[str, Any]:
 
 
 def hydra_overrides() -> list[str]:
-    """The command line's Hydra overrides when running under @hydra.main, else []."""
+    """The command line's Hydra overrides as typed (`x=${oc.env:NAME}` stays a reference) when running
+    under @hydra.main, else []. Iterating Hydra's list itself would resolve the interpolations in them."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if not HydraConfig.initialized():
+        return []
+    typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    return [str(o) for o in typed] if isinstance(typed, list) else []
 
 
 def source_dir() -> Path:
@@ -82,7 +88,8 @@ def build_manifest(
     code_dir: str | Path | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> dict[str, Any]:
-    """Where a run came from; `splits` are the datasets it trains, validates and tests on."""
+    """Where a run came from, credentials masked; `splits` are the datasets it trains, validates and tests
+    on. It is written as manifest.json and embedded in model.json, so what it holds leaves the machine."""
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -96,4 +103,4 @@ def build_manifest(
     job = running_job(environ)
     if job:
         manifest["sagemaker_job"] = job
-    return manifest
+    return mask_secrets(manifest)

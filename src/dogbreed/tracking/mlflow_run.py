@@ -1,5 +1,5 @@
 """What a training run records in MLflow beyond Lightning's MLFlowLogger (which logs the metrics): the
-resolved config as flattened params, provenance tags, and at the end the evaluation files, the manifest and
+config as flattened params, provenance tags, and at the end the evaluation files, the manifest and
 the exported model as artifacts."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
+from dogbreed.secrets import mask_secrets
 from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflow_job_tags
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
@@ -58,15 +59,16 @@ def run_tags(manifest: Mapping[str, Any], run_dir: str | Path) -> dict[str, str]
 def start_mlflow_runs(
     loggers: Iterable[Logger], config: Mapping[str, Any], manifest: Mapping[str, Any], run_dir: str | Path
 ) -> None:
-    """Log the resolved config (flattened: model/lr, data/batch_size, ...) and provenance tags."""
+    """Log the config as records hold it (`config_for_records`), flattened (model/lr, data/batch_size, ...),
+    and provenance tags, both masked."""
     loggers = mlflow_loggers(loggers)
     if not loggers:
         return  # nothing to do, and MLflow may not be installed
     from mlflow.entities import RunTag
 
     for logger in loggers:
-        logger.log_hyperparams(dict(config))
-        tags = [RunTag(key, value) for key, value in run_tags(manifest, run_dir).items()]
+        logger.log_hyperparams(mask_secrets(dict(config)))
+        tags = [RunTag(key, value) for key, value in mask_secrets(run_tags(manifest, run_dir)).items()]
         logger.experiment.log_batch(logger.run_id, tags=tags)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.secrets import config_for_records, mask_secrets
 from dogbreed.tracking.mlflow_run import check_logger_extras
 from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER
 
@@ -33,7 +34,9 @@ def study_key(study_name: str, storage: str) -> str:
 
 @contextmanager
 def study_parent_run(cfg: DictConfig, study_name: str, storage: str) -> Iterator[Any]:
-    """The study's parent run (an MLFlowLogger) while the study runs, or None when no logger is MLflow."""
+    """The study's parent run (an MLFlowLogger) while the study runs, or None when no logger is MLflow.
+
+    `storage`: the study's storage URL, found again by its tag (password masked) on a resumed study."""
     keys = mlflow_logger_keys(cfg)
     if not keys:
         yield None
@@ -45,7 +48,7 @@ def study_parent_run(cfg: DictConfig, study_name: str, storage: str) -> Iterator
     # The store MLFlowLogger itself would use (its fallback when no tracking URI is given).
     client = MlflowClient(node.get("tracking_uri") or f"file:{node.get('save_dir') or './mlruns'}")
     experiment = client.get_experiment_by_name(str(node.experiment_name))
-    key = study_key(study_name, storage)
+    key = study_key(study_name, mask_secrets(storage))
     existing = (
         client.search_runs([experiment.experiment_id], f"tags.`{STUDY_TAG}` = '{key}'", max_results=1)
         if experiment
@@ -55,9 +58,8 @@ def study_parent_run(cfg: DictConfig, study_name: str, storage: str) -> Iterator
         parent = instantiate(node, run_id=existing[0].info.run_id)
     else:
         parent = instantiate(node, run_name=f"study {study_name}", tags={STUDY_TAG: key})
-        settings = {"tune": OmegaConf.to_container(cfg.tune, resolve=True)}
-        settings["search"] = OmegaConf.to_container(cfg.search, resolve=True)
-        parent.log_hyperparams(settings)
+        recorded = config_for_records(cfg)  # tune.storage='${oc.env:...}' stays a reference
+        parent.log_hyperparams({"tune": recorded["tune"], "search": recorded["search"]})
     status = "failed"
     try:
         yield parent
@@ -71,7 +73,7 @@ def nest_trial(trial_cfg: DictConfig, parent_run_id: str, trial_number: int) -> 
     for key in mlflow_logger_keys(trial_cfg):
         node = trial_cfg.logger[key]
         tags = dict(OmegaConf.to_container(node.tags, resolve=True)) if node.get("tags") else {}  # type: ignore[arg-type]
-        node.tags = {**tags, PARENT_TAG: parent_run_id, "optuna.trial": str(trial_number)}
+        node.tags = {**mask_secrets(tags), PARENT_TAG: parent_run_id, "optuna.trial": str(trial_number)}
         node.run_name = f"trial {trial_number}"
     return trial_cfg
 

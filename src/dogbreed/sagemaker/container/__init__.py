@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dogbreed.data.layout import SPLITS
 from dogbreed.overrides import override_key, overrides_from_hyperparameters
+from dogbreed.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def resumable_checkpoint(
     moved aside, kept, and the job starts fresh, saying so. `claim` records this job as the folder's owner.
     """
     owner_file = checkpoints / CHECKPOINT_OWNER_FILE
-    mine = {"overrides": sorted(job_overrides)}
+    mine = {"overrides": sorted(mask_secrets(list(job_overrides)))}  # a file under /opt/ml: no secret
     last = checkpoints / "last.ckpt"
     resume = None
     if last.is_file():
@@ -223,7 +224,7 @@ def sagemaker_argv(argv: Sequence[str], environ: Mapping[str, str] = os.environ)
     if not overrides and environ.get("SM_HPS"):
         overrides = overrides_from_hyperparameters(json.loads(environ["SM_HPS"]))
     full = [*overrides, *container_overrides(overrides, environ)]
-    print(f"SageMaker job: Hydra overrides {full}", flush=True)
+    print(f"SageMaker job: Hydra overrides {mask_secrets(full)}", flush=True)
     return [argv[0], *full]
 
 
