@@ -8,11 +8,17 @@ Same model, same data, same machine, runs alternated. Also measured, in the same
   with the model's rate times the workers: where the loader is the bottleneck, the JSON says so;
 - `synthetic` (--synthetic): forward + backward on random tensors already on the device, no loader: the
   ceiling a GPU run is compared against.
+With --input-paths it measures the input paths instead (`input_path_grid`): CPU decode with 4 loader
+workers and with every core, GPU decode (data.decode=gpu) with 4 workers, each with channels_last and
+torch.compile on and off, as images/s and as a share of the network's own speed (the synthetic ceiling
+with the same channels_last and compile settings). GPU-decode rows need a CUDA device: on a CPU they are
+listed as skipped, with the reason.
 Prints JSON.
 
     python benchmarks/train_throughput.py --freeze head --freeze all --steps 8 --repeats 2
     python benchmarks/train_throughput.py --photos <folder of JPEGs>   # real JPEGs, replicated
     python benchmarks/train_throughput.py --freeze all --batch 256 --steps 30 --synthetic   # on a GPU
+    python benchmarks/train_throughput.py --input-paths --freeze all --batch 256 --steps 30 --warmup 5
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -63,26 +70,43 @@ def make_images(root: Path, photos: Path | None, classes: int, per_class: int) -
 
 
 class StepTimer(pl.Callback):
-    """Wall time of training batches after `warmup` (data wait included, as the plain loop measures it)."""
+    """Wall time of the training batches after `warmup`, from the end of the last warm-up batch: each timed
+    batch's data wait, transfer and on_after_batch_transfer (the GPU path's decoding) are inside it."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.images, self.start = warmup, 0, None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
+        self.warmup, self.images, self.start = max(1, warmup), 0, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= self.warmup:
+        if batch_idx >= self.warmup - 1:
+            synchronize(pl_module.device)  # the GPU's queued work belongs to the batches it came from
+        if batch_idx == self.warmup - 1:
+            self.start = time.perf_counter()
+        elif batch_idx >= self.warmup:
             self.images += len(batch[1])
             self.seconds = time.perf_counter() - self.start
 
 
-def dogbreed_parts(root: Path, freeze: str, batch: int, size: int, workers: int, compile_net: bool):
-    dm = DogBreedDataModule(root, arch="resnet50", image_size=size, batch_size=batch, num_workers=workers)
+def dogbreed_parts(
+    root: Path,
+    freeze: str,
+    batch: int,
+    size: int,
+    workers: int,
+    compile_net: bool,
+    decode: str = "cpu",
+    channels_last: bool = True,
+):
+    dm = DogBreedDataModule(
+        root, arch="resnet50", image_size=size, batch_size=batch, num_workers=workers, decode=decode
+    )
     dm.setup("fit")
     model = BreedClassifier(
-        dm.num_classes, arch="resnet50", weights=None, freeze=freeze, allow_random_frozen_backbone=True
+        dm.num_classes,
+        arch="resnet50",
+        weights=None,
+        freeze=freeze,
+        allow_random_frozen_backbone=True,
+        channels_last=channels_last,
     )
     maybe_compile(model.net, {"enabled": compile_net})
     return dm, model
@@ -98,16 +122,18 @@ def dogbreed_run(
     workers: int,
     precision: str,
     compile_net: bool,
+    decode: str = "cpu",
+    channels_last: bool = True,
 ) -> float:
     """The project's training step: Lightning Trainer, the project's loader and model, as fit() runs them."""
-    dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net)
+    dm, model = dogbreed_parts(root, freeze, batch, size, workers, compile_net, decode, channels_last)
     timer = StepTimer(warmup)
     configure_backends()
     trainer = pl.Trainer(
         accelerator="auto",
         devices=1,
         max_epochs=1,
-        limit_train_batches=warmup + steps,
+        limit_train_batches=max(1, warmup) + steps,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -116,7 +142,7 @@ def dogbreed_run(
         callbacks=[timer],
         precision=resolve_precision(precision),
     )
-    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    trainer.fit(model, datamodule=dm)  # the data module's transfer hook runs, as in fit()
     return timer.images / timer.seconds
 
 
@@ -162,16 +188,31 @@ def train_step(model: BreedClassifier, optimizer, x: torch.Tensor, y: torch.Tens
     optimizer.step()
 
 
-def synthetic_run(freeze: str, steps: int, warmup: int, batch: int, size: int, precision: str) -> float:
+def synthetic_run(
+    freeze: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    size: int,
+    precision: str,
+    channels_last: bool = True,
+    compile_net: bool = False,
+) -> float:
     """Forward + backward of the same network on random tensors already on the device: no loader at all."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = BreedClassifier(
-        4, arch="resnet50", weights=None, freeze=freeze, allow_random_frozen_backbone=True
+        4,
+        arch="resnet50",
+        weights=None,
+        freeze=freeze,
+        allow_random_frozen_backbone=True,
+        channels_last=channels_last,
     ).to(device)
+    maybe_compile(model.net, {"enabled": compile_net})
     model.train()
     model.on_train_epoch_start()
     optimizer = model.configure_optimizers()
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 4, (batch,), device=device)
     dtype = autocast_dtype(precision)
     for i in range(warmup + steps):
@@ -241,6 +282,73 @@ def plain_loop_run(root: Path, freeze: str, steps: int, warmup: int, batch: int,
     return images / (time.perf_counter() - start)
 
 
+# The input paths of --input-paths: name -> (data.decode, loader workers; None: every core but one).
+INPUT_PATHS = {
+    "cpu_decode_4_workers": ("cpu", 4),  # the vCPUs of an ml.g5.xlarge
+    "cpu_decode_all_cores": ("cpu", None),
+    "gpu_decode_4_workers": ("gpu", 4),
+}
+NEEDS_GPU = "needs a CUDA device: nvJPEG decodes on the GPU (on a CPU the main process would decode instead)"
+
+
+def measured(run, repeats: int) -> dict:
+    """The median images/s of `repeats` calls of `run`, or the error that stopped it (e.g. torch.compile
+    without a C++ compiler): the grid reports what this machine can measure."""
+    try:
+        rates = [run() for _ in range(repeats)]
+    except Exception as exc:  # one failing row must not cost the others
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"images_per_s": round(statistics.median(rates), 2), "runs": [round(r, 2) for r in rates]}
+
+
+def input_path_grid(root: Path, args: argparse.Namespace, freeze: str) -> list[dict]:
+    """Each input path with channels_last and torch.compile on and off, against the network's own speed."""
+    run_args = (args.steps, args.warmup, args.batch, args.size)
+    rows = []
+    for channels_last in (True, False):
+        for compile_net in (False, True):
+            settings = {"channels_last": channels_last, "compile": compile_net}
+            network = partial(synthetic_run, freeze, *run_args, args.precision, channels_last, compile_net)
+            ceiling = measured(network, args.repeats)
+            rows.append({"input": "network_alone", **settings, "needs_gpu": False, **ceiling})
+            for name, (decode, workers) in INPUT_PATHS.items():
+                workers = workers if workers is not None else default_num_workers()
+                row = {"input": name, **settings, "workers": workers, "needs_gpu": decode == "gpu"}
+                if decode == "gpu" and not torch.cuda.is_available():
+                    rows.append({**row, "skipped": NEEDS_GPU})
+                    continue
+                ours = (*run_args, workers, args.precision, compile_net, decode, channels_last)
+                row |= measured(partial(dogbreed_run, root, freeze, *ours), args.repeats)
+                if "images_per_s" in row and "images_per_s" in ceiling:
+                    row["share_of_network_speed"] = round(row["images_per_s"] / ceiling["images_per_s"], 3)
+                rows.append(row)
+    return rows
+
+
+def compare_with_plain_loop(root: Path, args: argparse.Namespace, freeze: str, workers: int) -> dict:
+    """dogbreed's step against the bare and plain loops (and the ceiling with --synthetic) for `freeze`."""
+    run_args = (args.steps, args.warmup, args.batch, args.size)
+    ours_args = (*run_args, workers, args.precision, args.compile)
+    runs: dict[str, list[float]] = {"dogbreed": [], "bare": [], "plain": [], "synthetic": []}
+    for _ in range(args.repeats):  # alternate, so drift in machine load hits every variant alike
+        runs["dogbreed"].append(dogbreed_run(root, freeze, *ours_args))
+        runs["bare"].append(bare_run(root, freeze, *ours_args))
+        if not args.no_plain:
+            runs["plain"].append(plain_loop_run(root, freeze, *run_args))
+        if args.synthetic:
+            runs["synthetic"].append(synthetic_run(freeze, *run_args, args.precision))
+    median = {k: statistics.median(v) for k, v in runs.items() if v}
+    result = {f"{k}_images_per_s": round(v, 2) for k, v in median.items()}
+    if "plain" in median:
+        result["ratio_vs_plain_loop"] = round(median["dogbreed"] / median["plain"], 2)
+    # Lightning's cost per step, relative to the same step in a hand-written loop.
+    result["lightning_overhead_pct"] = round(100 * (median["bare"] / median["dogbreed"] - 1), 1)
+    if "synthetic" in median:
+        result["fraction_of_synthetic"] = round(median["dogbreed"] / median["synthetic"], 3)
+    result["runs"] = {k: [round(x, 2) for x in v] for k, v in runs.items() if v}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--freeze", action="append", choices=["head", "layer4", "all"])
@@ -255,42 +363,33 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (compile.enabled)")
     parser.add_argument("--synthetic", action="store_true", help="also the synthetic-tensor ceiling")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain loop (slow on a GPU)")
+    parser.add_argument(
+        "--input-paths",
+        action="store_true",
+        help="the input-path grid (CPU/GPU decode, channels_last, compile)",
+    )
     args = parser.parse_args()
     workers = args.workers if args.workers is not None else default_num_workers()
-    per_class = (args.warmup + args.steps) * args.batch // 4 + args.batch
-    run_args = (args.steps, args.warmup, args.batch, args.size)
-    ours_args = (*run_args, workers, args.precision, args.compile)
+    per_class = (max(1, args.warmup) + args.steps) * args.batch // 4 + args.batch
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_images(Path(tmp) / "data", args.photos, classes=4, per_class=per_class)
         per_worker = loader_rate(root, args.size, images=max(32, 4 * args.batch))
         for freeze in args.freeze or ["head", "all"]:
-            runs: dict[str, list[float]] = {"dogbreed": [], "bare": [], "plain": [], "synthetic": []}
-            for _ in range(args.repeats):  # alternate, so drift in machine load hits every variant alike
-                runs["dogbreed"].append(dogbreed_run(root, freeze, *ours_args))
-                runs["bare"].append(bare_run(root, freeze, *ours_args))
-                if not args.no_plain:
-                    runs["plain"].append(plain_loop_run(root, freeze, *run_args))
-                if args.synthetic:
-                    runs["synthetic"].append(synthetic_run(freeze, *run_args, args.precision))
-            median = {k: statistics.median(v) for k, v in runs.items() if v}
-            result = {f"{k}_images_per_s": round(v, 2) for k, v in median.items()}
-            if "plain" in median:
-                result["ratio_vs_plain_loop"] = round(median["dogbreed"] / median["plain"], 2)
-            # Lightning's cost per step, relative to the same step in a hand-written loop.
-            result["lightning_overhead_pct"] = round(100 * (median["bare"] / median["dogbreed"] - 1), 1)
-            if "synthetic" in median:
-                result["fraction_of_synthetic"] = round(median["dogbreed"] / median["synthetic"], 3)
+            if args.input_paths:
+                results[freeze] = input_path_grid(root, args, freeze)
+                continue
+            result = compare_with_plain_loop(root, args, freeze, workers)
             loader_capacity = per_worker * max(1, workers)
             result["loader_capacity_images_per_s"] = round(loader_capacity, 1)
-            result["loader_bound"] = loader_capacity < 1.1 * median["bare"]
-            result["runs"] = {k: [round(x, 2) for x in v] for k, v in runs.items() if v}
+            result["loader_bound"] = loader_capacity < 1.1 * result["bare_images_per_s"]
             results[freeze] = result
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     print(
         json.dumps(
             {
                 "benchmark": "train_throughput",
+                "mode": "input_paths" if args.input_paths else "against_plain_loop",
                 "device": device,
                 "cpu_count": available_cpus(),
                 "torch": torch.__version__,
@@ -299,9 +398,9 @@ def main() -> None:
                 "batch_size": args.batch,
                 "steps": args.steps,
                 "repeats": args.repeats,
-                "loader_workers": workers,
+                "loader_workers": "per row" if args.input_paths else workers,
                 "precision": str(resolve_precision(args.precision)),
-                "compile": args.compile,
+                "compile": "per row" if args.input_paths else args.compile,
                 "data": str(args.photos or "generated 500x375 JPEGs"),
                 "loader_images_per_s_per_worker": round(per_worker, 1),
                 "load_average": os.getloadavg(),

@@ -36,6 +36,7 @@ CASES = [
         ["ckpt_path=/nonexistent.ckpt"], ["ckpt_path=/nonexistent.ckpt", "no such"], id="ckpt", marks=slow
     ),
     pytest.param(["model.arch=resnet9000"], ["model.arch=resnet9000", "resnet50"], id="arch", marks=slow),
+    pytest.param(["data.decode=nvjpeg"], ["data.decode=nvjpeg", "cpu, gpu or auto"], id="decode", marks=slow),
     pytest.param(
         ["model=resnet18", "model.weights=null"],
         ["model.freeze=head", "model.weights=null", "model.freeze=all", "allow_random_frozen_backbone=true"],

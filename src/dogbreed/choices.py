@@ -4,3 +4,5 @@ check (which must not wait for torch) and the endpoint (which has no omegaconf) 
 ARCHES = ("resnet18", "resnet34", "resnet50", "resnet101")
 FREEZE_POLICIES = ("head", "layer4", "all")
 BAD_IMAGE_POLICIES = ("error", "skip")
+# data.decode: where training images are decoded and augmented (auto: on the GPU when training on one).
+DECODE_CHOICES = ("cpu", "gpu", "auto")

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from dogbreed.choices import ARCHES, BAD_IMAGE_POLICIES, FREEZE_POLICIES
+from dogbreed.choices import ARCHES, BAD_IMAGE_POLICIES, DECODE_CHOICES, FREEZE_POLICIES
 from dogbreed.errors import ConfigValueError
 
 SCHEDULERS = (None, "constant", "cosine")
@@ -54,6 +54,7 @@ class DataValues:
     eval_images_per_class: int | None = None
     subset_seed: int = 0
     on_bad_image: str = "error"
+    decode: str = "auto"
     download: bool = False
 
 
@@ -95,6 +96,7 @@ RULES: list[Rule] = [
     ("data.images_per_class", lambda v: v is None or v >= 1, "null (all images) or a positive number"),
     ("data.eval_images_per_class", lambda v: v is None or v >= 1, "null or a positive number"),
     ("data.on_bad_image", lambda v: v in BAD_IMAGE_POLICIES, "error or skip"),
+    ("data.decode", lambda v: v in DECODE_CHOICES, "cpu, gpu or auto (gpu when training on a GPU)"),
     (
         "trainer.max_epochs",
         lambda v: v is None or v >= 1 or v == -1,

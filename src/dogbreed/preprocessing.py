@@ -14,6 +14,8 @@ from torchvision.transforms._presets import ImageClassification
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# RandomResizedCrop's aspect-ratio range (torchvision's default), shared by the CPU and the device path.
+CROP_RATIO = (3 / 4, 4 / 3)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Preprocessing:
             v2.RandomResizedCrop(
                 self.crop_size,
                 scale=(self.min_crop_scale, 1.0),
+                ratio=CROP_RATIO,
                 interpolation=InterpolationMode(self.interpolation),
                 antialias=True,
             )

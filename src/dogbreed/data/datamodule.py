@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +14,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from dogbreed.acceleration import available_cpus
-from dogbreed.choices import BAD_IMAGE_POLICIES
+from dogbreed.choices import BAD_IMAGE_POLICIES, DECODE_CHOICES
+from dogbreed.data.device_decode import EncodedImages, collate_encoded, decode_and_transform, read_for_device
 from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder
 from dogbreed.data.layout import choose_classes, inspect_layout
 from dogbreed.preprocessing import Preprocessing, preprocessing_for
 from dogbreed.resume import EpochSeededLoader
+
+log = logging.getLogger(__name__)
 
 
 def default_num_workers() -> int:
@@ -53,12 +59,16 @@ class DogBreedDataModule(pl.LightningDataModule):
         sha256: str | None = None,
         synthetic: dict[str, Any] | None = None,
         shuffle_seed: int | None = None,
+        decode: str = "auto",
     ) -> None:
         super().__init__()
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(
                 f"data.on_bad_image={on_bad_image} is not one of {', '.join(BAD_IMAGE_POLICIES)}"
             )
+        if decode not in DECODE_CHOICES:
+            raise ValueError(f"data.decode={decode} is not one of {', '.join(DECODE_CHOICES)}")
+        self.decode = decode
         self.root = Path(root).expanduser()
         self.preprocessing: Preprocessing = preprocessing_for(arch, image_size, min_crop_scale, hflip)
         self.batch_size = batch_size
@@ -135,11 +145,46 @@ class DogBreedDataModule(pl.LightningDataModule):
     def skipped_images(self) -> list[tuple[str, str]]:
         return [item for ds in self.datasets.values() for item in ds.skipped]
 
+    @property
+    def decodes_on_device(self) -> bool:
+        """Whether batches reach the training device undecoded: data.decode=gpu, or auto on a CUDA trainer."""
+        if self.decode == "auto":
+            return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return self.decode == "gpu"
+
+    def _device_path(self, split: str) -> dict:
+        """The split read as file bytes (device_decode), and the collate that keeps them as they are."""
+        dataset = copy.copy(self.datasets[split])  # same samples; only how each is read changes
+        dataset.loader = partial(read_for_device, draft_size=self.preprocessing.resize_size)
+        dataset.transform = None
+        if split == "train":
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            log.info("data.decode=%s: batches are decoded and augmented on %s", self.decode, device)
+            if device is None or device.type != "cuda":
+                log.warning(
+                    "data.decode=gpu without a GPU: the main process decodes every batch, slower than "
+                    "data.decode=cpu, whose loader workers decode in parallel"
+                )
+        return {"dataset": dataset, "collate_fn": partial(collate_encoded, augment=split == "train")}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The GPU input path's second half: decode and transform a batch where it now is (device_decode)."""
+        images, targets = batch
+        if not isinstance(images, EncodedImages):
+            return batch
+        pixels, targets = decode_and_transform(
+            images, targets, self.preprocessing, skip_bad=self.on_bad_image == "skip"
+        )
+        if self.trainer is not None:  # e.g. trainer.precision=bf16-true: the inputs in the weights' dtype
+            pixels = self.trainer.precision_plugin.convert_input(pixels)
+        return pixels, targets
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         seeded = shuffle and self.shuffle_seed is not None
         loader, extra = (EpochSeededLoader, {"seed": self.shuffle_seed}) if seeded else (DataLoader, {})
+        data = self._device_path(split) if self.decodes_on_device else {"dataset": self.datasets[split]}
         return loader(
-            self.datasets[split],
+            **data,
             **extra,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
