@@ -56,7 +56,7 @@ def test_bad_model_dirs_are_refused_with_the_file_named(trained_run, tmp_path):
             return (print, ("pickled code ran",))
 
     torch.save({"fc.weight": Payload()}, broken / "weights.pt")
-    with pytest.raises(ModelDirError, match=r"weights\.pt cannot be loaded as plain tensors"):
+    with pytest.raises(ModelDirError, match=r"weights\.pt is refused: it holds pickled Python objects"):
         load_model(broken)
     (broken / "weights.pt").unlink()
     with pytest.raises(ModelDirError, match=r"weights\.pt is missing"):

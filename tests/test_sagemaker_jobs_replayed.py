@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dogbreed.checkpoints import read_checkpoint
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.training_job import launch_training
 from dogbreed.sagemaker.tuning_job import launch_tuning
@@ -247,9 +248,7 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     assert (first / "model" / "weights.pt").is_file()
     assert not (second / "model" / "weights.pt").exists()
     # Each rank read its half of the training data: 96 images, batch 16 -> 3 steps per epoch, not 6.
-    checkpoint = torch.load(
-        first / "checkpoints" / job["TrainingJobName"] / "last.ckpt", map_location="cpu", weights_only=False
-    )
+    checkpoint = read_checkpoint(first / "checkpoints" / job["TrainingJobName"] / "last.ckpt")
     assert checkpoint["global_step"] == 3
     metrics = json.loads((first / "output" / "data" / "metrics.json").read_text())
     assert metrics["epochs"] == 1

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dogbreed.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.data.images import load_rgb, to_rgb
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 from dogbreed.network import build_network
@@ -196,9 +197,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
     arch, class_names, preprocessing = description.arch, description.class_names, description.preprocessing
     config = description.config
     try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError
-        raise ModelDirError(f"{weights_path} cannot be loaded as plain tensors: {exc}") from exc
+        state = read_checkpoint(weights_path)
+    except CheckpointError as exc:
+        raise ModelDirError(str(exc)) from exc
     head_weight = [v for k, v in state.items() if k.startswith("fc.") and k.endswith("weight")]
     if not head_weight or head_weight[-1].shape[0] != len(class_names):
         found = head_weight[-1].shape[0] if head_weight else "no"

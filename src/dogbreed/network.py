@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from dogbreed.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.choices import ARCHES, FREEZE_POLICIES
 from dogbreed.errors import ConfigValueError
 
@@ -41,8 +42,11 @@ def load_backbone_weights(arch: str, weights: str | None) -> dict[str, torch.Ten
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(f"model.weights={weights}: no such checkpoint file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            state = read_checkpoint(path)  # a Lightning checkpoint or a plain state dict
+        except CheckpointError as exc:
+            raise CheckpointError(f"model.weights={weights}: {exc}") from None
+        return state.get("state_dict", state)
     enum = get_model_weights(arch)
     try:
         spec = enum[str(weights).upper()]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+
+from dogbreed.checkpoints import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +83,40 @@ def checkpoint_file(ckpt_path: str | None, run_dir: str | Path) -> Path | None:
     return Path(ckpt_path)
 
 
-def finished_run_metrics(ckpt_path: str | None, run_dir: str | Path, max_epochs: int | None) -> dict | None:
-    """The run's metrics.json when `ckpt_path` is the checkpoint of a run that already trained its
-    `max_epochs` and wrote complete metrics: resuming it would train nothing and overwrite them with a
-    summary of no training. None when there is something to resume (or nothing to read)."""
+@dataclass(frozen=True)
+class ResumeCheckpoint:
+    path: Path
+    contents: dict[str, Any]  # its tensors memory-mapped: only the loop counters are read here
+
+
+def read_resume_checkpoint(ckpt_path: str | None, run_dir: str | Path) -> ResumeCheckpoint | None:
+    """The checkpoint file `ckpt_path` names, read through the one loader; None when there is none here.
+
+    fit() calls this before it writes anything of the run: a file the loader refuses stops the run with the
+    run folder as it was. (Lightning reads the file again to resume, through the same loader. A URL, or a
+    name Lightning resolves itself other than "last", is left to that read.)
+    """
     path = checkpoint_file(ckpt_path, run_dir)
-    metrics_file = Path(run_dir) / "metrics.json"
-    if path is None or not path.is_file() or not metrics_file.is_file() or not max_epochs or max_epochs < 0:
+    if path is None or not path.is_file():
         return None
-    # mmap: only the loop counters are read, not the weights. Our own checkpoint, as Lightning loads it.
-    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    try:
+        return ResumeCheckpoint(path, read_checkpoint(path, mmap=True))
+    except CheckpointError as exc:
+        raise CheckpointError(f"ckpt_path={ckpt_path}: {exc}; or start fresh with ckpt_path=null") from None
+
+
+def finished_run_metrics(
+    checkpoint: ResumeCheckpoint | None, run_dir: str | Path, max_epochs: int | None
+) -> dict | None:
+    """The run's metrics.json when `checkpoint` is that of a run that already trained its `max_epochs` and
+    wrote complete metrics: resuming it would train nothing and overwrite them with a summary of no
+    training. None when there is something to resume (or nothing to read)."""
+    metrics_file = Path(run_dir) / "metrics.json"
+    if checkpoint is None or not metrics_file.is_file() or not max_epochs or max_epochs < 0:
+        return None
     # "processed": epochs whose training and validation ran; the last epoch's checkpoint is written before
     # Lightning counts it "completed".
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    progress = checkpoint.contents.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     completed = progress.get("current", {}).get("processed", 0)
     if completed < max_epochs:
         return None
@@ -101,7 +125,7 @@ def finished_run_metrics(ckpt_path: str | None, run_dir: str | Path, max_epochs:
         return None
     log.warning(
         "%s is the checkpoint of a finished run (%d of %d epochs): nothing to resume; %s is kept as it is",
-        path,
+        checkpoint.path,
         completed,
         max_epochs,
         metrics_file,

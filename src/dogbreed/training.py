@@ -21,7 +21,7 @@ from dogbreed.export import export_model, load_model
 from dogbreed.files import write_text_atomic
 from dogbreed.metric_lines import format_metric_lines
 from dogbreed.model_archive import add_inference_code
-from dogbreed.resume import EpochSeeding, finished_run_metrics
+from dogbreed.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
 from dogbreed.secrets import config_for_records
 from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
@@ -47,13 +47,16 @@ def fit(
     check_train_config(cfg)  # a bad value stops here, before data or model is built
     check_logger_extras(cfg.get("logger"))  # a missing optional package fails before any work
     run_dir = Path(cfg.run_dir)
+    # Before anything of the run is written: a checkpoint the loader refuses leaves the run folder as it was.
+    resumed = read_resume_checkpoint(cfg.get("ckpt_path"), run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # What config.yaml, MLflow and the model card record: environment references kept, secrets masked.
     recorded = config_for_records(cfg)
     if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recorded)))
     log.info("run directory: %s", run_dir.resolve())
-    finished = finished_run_metrics(cfg.get("ckpt_path"), run_dir, cfg.trainer.get("max_epochs"))
+    finished = finished_run_metrics(resumed, run_dir, cfg.trainer.get("max_epochs"))
+    del resumed  # its memory map; Lightning reads the file again to resume
     if finished is not None:
         return finished  # resuming a finished run: nothing to train, its metrics.json stays complete
     configure_backends(cfg.get("cudnn_benchmark", True))
