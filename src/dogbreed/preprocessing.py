@@ -107,7 +107,10 @@ class Preprocessing:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise PreprocessingError(f"preprocessing.{unknown[0]} is not a preprocessing setting")
+            name, settings = unknown[0], ", ".join(sorted(known - {"extra"}))
+            raise PreprocessingError(
+                f"preprocessing.{name}={d[name]!r} is not a preprocessing setting (they are {settings})"
+            )
         for name, value in d.items():
             why = None if name == "extra" else _problem(name, value, d)
             if why:

@@ -1,13 +1,15 @@
 """What decoding one image will cost, read from its header before any pixel is decoded.
 
-Memory is the pixels the decoder will produce times the bytes one pixel of that mode takes through decoding
-and the conversion to RGB (PEAK_BYTES_PER_PIXEL, measured by benchmarks/image_budget.py; figures in
-docs/reliability.md), plus, for a JPEG decoded in several scans (progressive, or one scan per component),
-libjpeg's buffer of DCT coefficients: two bytes per coefficient at the full size, which JPEG draft reduction
-does not shrink. CPU time of such a JPEG grows with its scan count: the decoder passes over the coefficients
-of a component once per scan, whatever the scan holds, so a small file of many nearly empty scans
-announcing a large size takes seconds per scan-megapixel. The scans are counted from the SOS markers in the
-bytes (an embedded thumbnail's scans count too: an upper bound).
+Memory: the pixels the decoder will produce times the bytes one pixel of that mode takes through decoding
+and the conversion to RGB (PEAK_BYTES_PER_PIXEL, measured by benchmarks/image_budget.py, figures in
+docs/reliability.md), the resize to the model's input, and a fixed allowance; for a JPEG decoded in
+several scans (progressive, or one scan per component), also libjpeg's buffer of DCT coefficients, two
+bytes per coefficient at the full size, which JPEG draft reduction does not shrink.
+
+CPU time: such a JPEG's decoder passes over the coefficients of a component once per scan, whatever the
+scan holds, so a small file of many nearly empty scans announcing a large size takes as long as that many
+full decodes. The scans are counted from the SOS markers in the bytes (an embedded thumbnail's count too:
+an upper bound).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ PEAK_BYTES_PER_PIXEL = {
     "1": 5,
     "L": 5,
     "P": 5,
-    "I;16": 7,
-    "I;16L": 7,
-    "I;16B": 7,
-    "I;16N": 7,
+    "I;16": 8,
+    "I;16L": 8,
+    "I;16B": 8,
+    "I;16N": 8,
     "RGB": 4,
     "RGBX": 8,
     "CMYK": 8,
@@ -49,8 +51,13 @@ PEAK_BYTES_PER_PIXEL = {
 TRANSPARENT_PALETTE_BYTES_PER_PIXEL = 9
 # Modes not listed above: as the costliest listed.
 UNKNOWN_MODE_BYTES_PER_PIXEL = max(PEAK_BYTES_PER_PIXEL.values())
-# libwebp decodes into a frame buffer of its own, RGBA, which Pillow then copies.
-WEBP_FRAME_BYTES_PER_PIXEL = 4
+# libwebp's animation decoder (Pillow's only WebP path) keeps two RGBA canvases, and Pillow copies the
+# frame out as bytes before unpacking it.
+WEBP_FRAME_BYTES_PER_PIXEL = 12
+# What decoding takes whatever the size: codec state, row buffers, the bands of the 16/32-bit conversion,
+# the network's input tensor.
+WORKING_BYTES = 8 * 2**20
+RGB_STORAGE_BYTES = 4  # Pillow stores an RGB pixel in 4 bytes
 
 
 def bytes_per_pixel(img: Image.Image) -> int:
@@ -62,6 +69,20 @@ def bytes_per_pixel(img: Image.Image) -> int:
     if img.format == "WEBP":
         per_pixel += WEBP_FRAME_BYTES_PER_PIXEL
     return per_pixel
+
+
+def resize_bytes(width: int, height: int, resize_size: int) -> int:
+    """The resize of the short side to `resize_size` (torchvision's Resize on a PIL image): Pillow
+    resamples in two passes, through an image of `resize_size` x the long side, into the output."""
+    return 2 * resize_size * max(width, height) * RGB_STORAGE_BYTES
+
+
+def decode_bytes(img: Image.Image, coefficients: int = 0, resize_size: int | None = None) -> int:
+    """Peak memory of decoding `img` (opened, its draft size set) to RGB and resizing it to `resize_size`
+    on its short side, when given."""
+    width, height = img.size
+    total = width * height * bytes_per_pixel(img) + coefficients + WORKING_BYTES
+    return total + (resize_bytes(width, height, resize_size) if resize_size else 0)
 
 
 def jpeg_scans(data: bytes) -> int:

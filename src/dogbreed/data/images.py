@@ -23,14 +23,14 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from dogbreed.data.image_cost import bytes_per_pixel, is_multi_scan, jpeg_coefficient_bytes, jpeg_scans
+from dogbreed.data.image_cost import decode_bytes, is_multi_scan, jpeg_coefficient_bytes, jpeg_scans
 
 # Formats Pillow may parse: photo formats only (and PPM, whose extensions ImageFolder reads), so no exotic
 # decoder sees untrusted bytes. Checking and decoding both open with this list.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens a multi-picture JPEG as MPO
 # Rows of a 16/32-bit grayscale image converted to 8 bits at once: bounds the float copy that takes.
-BAND_PIXELS = 1 << 20
+BAND_PIXELS = 1 << 18
 
 Source = bytes | str | Path | BinaryIO
 
@@ -102,7 +102,8 @@ def _open(source: Source, where: str, limits: ImageLimits) -> Image.Image:
 
 def _header(img: Image.Image, data: bytes | None, draft_size: int | None, where: str) -> ImageHeader:
     """Read the header of an opened image, after setting the draft size its decoder will use (draft()
-    only changes what load() will decode: a JPEG scales by 1/2..1/8; nothing is decoded here)."""
+    only changes what load() will decode: a JPEG scales by 1/2..1/8; nothing is decoded here). The draft
+    size is the size the image is resized to next, so its cost counts the resize too."""
     width, height = img.size
     is_jpeg = img.format in JPEG_FORMATS
     scans = jpeg_scans(data) if is_jpeg and data is not None else None
@@ -113,10 +114,8 @@ def _header(img: Image.Image, data: bytes | None, draft_size: int | None, where:
         except (OSError, ValueError, SyntaxError) as exc:
             raise _refuse(where, f"has an unreadable image header: {exc}") from exc
     decoded_width, decoded_height = img.size
-    decode_bytes = decoded_width * decoded_height * bytes_per_pixel(img) + coefficients
-    return ImageHeader(
-        str(img.format), img.mode, width, height, decoded_width, decoded_height, decode_bytes, scans
-    )
+    cost = decode_bytes(img, coefficients, draft_size)
+    return ImageHeader(str(img.format), img.mode, width, height, decoded_width, decoded_height, cost, scans)
 
 
 def check_header(header: ImageHeader, limits: ImageLimits, where: str) -> None:
