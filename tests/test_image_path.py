@@ -151,6 +151,22 @@ def test_a_jpeg_of_a_thousand_scans_is_refused_from_its_header_at_once():
     assert header.scans == 1_000 and header.decoded_pixels <= RequestLimits().max_pixels
 
 
+def test_the_request_budget_counts_the_decoders_passes_over_a_progressive_jpeg():
+    """Within every per-image limit, a large progressive JPEG of empty scans still costs the decoder a pass
+    over every block per scan: the request's CPU budget counts those passes, so a request cannot hold many
+    of them, while the same number of baseline JPEGs of that size passes (their draft decode is cheap)."""
+    scanned = many_scan_jpeg(13_000, 13_000, scans=40, components=1)
+    (one,) = read_request(scanned, "image/jpeg", RequestLimits(), 232)
+    assert one.header is not None and one.header.decode_work > 40 * one.header.decoded_pixels // 2
+    body = json.dumps({"images": [base64.b64encode(scanned).decode()] * 2})
+    with pytest.raises(PayloadTooLargeError, match=r"images\[1\] cost as much to decode as \d+ pixels"):
+        read_request(body, "application/json", RequestLimits(), 232)
+    baseline = many_scan_jpeg(13_000, 13_000, scans=1, components=1)
+    baseline = baseline.replace(b"\xff\xc2", b"\xff\xc0", 1)  # the same frame, sequential (SOF0)
+    body = json.dumps({"images": [base64.b64encode(baseline).decode()] * 2})
+    assert len(read_request(body, "application/json", RequestLimits(), 232)) == 2
+
+
 def test_an_ordinary_progressive_jpeg_is_within_the_scan_limit():
     data = saved(gradient((640, 480)), "JPEG", progressive=True)
     (image,) = read_request(data, "image/jpeg", RequestLimits(), 232)

@@ -6,10 +6,10 @@ docs/reliability.md), the resize to the model's input, and a fixed allowance; fo
 several scans (progressive, or one scan per component), also libjpeg's buffer of DCT coefficients, two
 bytes per coefficient at the full size, which JPEG draft reduction does not shrink.
 
-CPU time: such a JPEG's decoder passes over the coefficients of a component once per scan, whatever the
-scan holds, so a small file of many nearly empty scans announcing a large size takes as long as that many
-full decodes. The scans are counted from the SOS markers in the bytes (an embedded thumbnail's count too:
-an upper bound).
+CPU time, in decoded pixels: a JPEG's decoder passes over every block of the components a scan names,
+whatever the scan holds, so a small file of many nearly empty scans announcing a large size takes as long
+as that many full decodes; those passes count (`decode_work`). The scans are found by their SOS markers in
+the bytes (an embedded thumbnail's count too: an upper bound).
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ WEBP_FRAME_BYTES_PER_PIXEL = 12
 # the network's input tensor.
 WORKING_BYTES = 8 * 2**20
 RGB_STORAGE_BYTES = 4  # Pillow stores an RGB pixel in 4 bytes
+# Scan headers read for the components each scan names; a file of more scans is refused by its count first.
+MAX_PARSED_SCANS = 4096
+# Measured (docs/reliability.md): a block pass of a progressive JPEG's decoder against a decoded PNG pixel.
+PIXELS_PER_BLOCK_PASS = 0.5
 
 
 def bytes_per_pixel(img: Image.Image) -> int:
@@ -91,17 +95,43 @@ def jpeg_scans(data: bytes) -> int:
     return data.count(SOS_MARKER)
 
 
-def jpeg_coefficient_bytes(img: Image.Image) -> int:
-    """The size of libjpeg's whole-image coefficient buffer for a JPEG opened by Pillow (before draft):
-    each component's blocks, rounded up to whole MCUs, at two bytes per coefficient."""
+def jpeg_blocks(img: Image.Image) -> dict[int, int]:
+    """The 8x8 blocks of each component of a JPEG opened by Pillow (its full size, before draft), by
+    component id, rounded up to whole MCUs as libjpeg allocates them."""
     width, height = img.size
-    layers = getattr(img, "layer", None) or [(0, 1, 1, 0)] * max(1, getattr(img, "layers", 3))
+    layers = getattr(img, "layer", None) or [(i, 1, 1, 0) for i in range(max(1, getattr(img, "layers", 3)))]
     h_max = max(h for _, h, _, _ in layers) or 1
     v_max = max(v for _, _, v, _ in layers) or 1
     mcus_across = math.ceil(width / (BLOCK * h_max))
     mcus_down = math.ceil(height / (BLOCK * v_max))
-    blocks = sum(mcus_across * max(h, 1) * mcus_down * max(v, 1) for _, h, v, _ in layers)
-    return blocks * BLOCK * BLOCK * COEFFICIENT_BYTES
+    return {c: mcus_across * max(h, 1) * mcus_down * max(v, 1) for c, h, v, _ in layers}
+
+
+def jpeg_coefficient_bytes(img: Image.Image) -> int:
+    """The size of libjpeg's whole-image coefficient buffer: every block's 64 coefficients, 2 bytes each."""
+    return sum(jpeg_blocks(img).values()) * BLOCK * BLOCK * COEFFICIENT_BYTES
+
+
+def jpeg_block_passes(img: Image.Image, data: bytes) -> int:
+    """Blocks the decoder visits over all scans: each scan passes over every block of the components it
+    names (a scan header past MAX_PARSED_SCANS, or one that cannot be read, counts as all of them)."""
+    blocks = jpeg_blocks(img)
+    every = sum(blocks.values())
+    passes, start = 0, 0
+    for _ in range(MAX_PARSED_SCANS):
+        start = data.find(SOS_MARKER, start) + 1
+        if not start:
+            return passes
+        count = data[start + 3] if start + 3 < len(data) else 0  # marker, 2 length bytes, Ns
+        ids = data[start + 4 : start + 4 + 2 * count : 2]
+        passes += sum(blocks.get(c, every) for c in ids) if len(ids) == count > 0 else every
+    return passes + every * max(0, jpeg_scans(data[start:]) - 1)
+
+
+def decode_work(decoded_pixels: int, block_passes: int) -> int:
+    """CPU time of decoding, in decoded pixels: a pass of a JPEG decoder over an 8x8 block costs about as
+    much as decoding PIXELS_PER_BLOCK_PASS pixels of a PNG, the resize included."""
+    return decoded_pixels + math.ceil(block_passes * PIXELS_PER_BLOCK_PASS)
 
 
 def is_multi_scan(img: Image.Image, scans: int | None) -> bool:

@@ -23,7 +23,14 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from dogbreed.data.image_cost import decode_bytes, is_multi_scan, jpeg_coefficient_bytes, jpeg_scans
+from dogbreed.data.image_cost import (
+    decode_bytes,
+    decode_work,
+    is_multi_scan,
+    jpeg_block_passes,
+    jpeg_coefficient_bytes,
+    jpeg_scans,
+)
 
 # Formats Pillow may parse: photo formats only (and PPM, whose extensions ImageFolder reads), so no exotic
 # decoder sees untrusted bytes. Checking and decoding both open with this list.
@@ -68,7 +75,8 @@ class ImageHeader:
     height: int
     decoded_width: int  # as the decoder will produce it (JPEG draft reduction)
     decoded_height: int
-    decode_bytes: int
+    decode_bytes: int  # peak memory of decoding
+    decode_work: int  # CPU time of decoding, in decoded pixels (data.image_cost.decode_work)
     scans: int | None = None  # JPEG scans, when the bytes were counted
 
     @property
@@ -108,14 +116,18 @@ def _header(img: Image.Image, data: bytes | None, draft_size: int | None, where:
     is_jpeg = img.format in JPEG_FORMATS
     scans = jpeg_scans(data) if is_jpeg and data is not None else None
     coefficients = jpeg_coefficient_bytes(img) if is_jpeg and is_multi_scan(img, scans) else 0
+    block_passes = jpeg_block_passes(img, data) if is_jpeg and data is not None else 0
     if draft_size:
         try:
             img.draft("RGB", (draft_size, draft_size))
         except (OSError, ValueError, SyntaxError) as exc:
             raise _refuse(where, f"has an unreadable image header: {exc}") from exc
     decoded_width, decoded_height = img.size
-    cost = decode_bytes(img, coefficients, draft_size)
-    return ImageHeader(str(img.format), img.mode, width, height, decoded_width, decoded_height, cost, scans)
+    memory = decode_bytes(img, coefficients, draft_size)
+    work = decode_work(decoded_width * decoded_height, block_passes)
+    return ImageHeader(
+        str(img.format), img.mode, width, height, decoded_width, decoded_height, memory, work, scans
+    )
 
 
 def check_header(header: ImageHeader, limits: ImageLimits, where: str) -> None:

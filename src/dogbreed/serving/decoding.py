@@ -64,8 +64,9 @@ class RequestLimits:
     # decoding: a small file that expands to gigapixels is never decoded.
     max_pixels: int = 40_000_000
     max_images: int = 32  # per JSON request
-    # Decoded pixels of all images of one request together: many images each within max_pixels still
-    # cost memory and CPU time that other requests wait for.
+    # CPU time of decoding all images of one request together, in decoded pixels (a JPEG decoder's pass
+    # over one 8x8 block counts as part of a pixel, data.image_cost.decode_work): many images each within
+    # the per-image limits still cost CPU time that other requests wait for.
     max_request_pixels: int = 80_000_000
     # Long side over short side: the resize scales the short side to the model's size, so a thin image
     # grows by its aspect ratio; photos rarely pass 4:1, panoramas stay within this.
@@ -266,11 +267,11 @@ def read_request(
     images, total = [], 0
     for data, where in encoded:
         image = check_image(data, limits, where, draft_size)
-        total += image.decoded_pixels
+        total += image.header.decode_work if image.header else image.decoded_pixels
         if total > limits.max_request_pixels:
             raise PayloadTooLargeError(
-                f"the images of this request up to {where} decode to {total} pixels, over the request "
-                f"limit of {limits.max_request_pixels}: send them in several requests"
+                f"the images of this request up to {where} cost as much to decode as {total} pixels, over "
+                f"the request limit of {limits.max_request_pixels}: send them in several requests"
             )
         images.append(image)
     return images
