@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,23 @@ def test_the_smoke_recipe_still_generates_its_own_data(tmp_path):
     module = instantiate(cfg.data)
     module.prepare_data()
     assert (Path(cfg.data.root) / "synthetic.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "bad", ["\n", "\t", "|", "\x1b", "\u202e"], ids=["newline", "tab", "pipe", "escape", "rtl"]
+)
+def test_a_class_folder_name_with_a_control_character_or_pipe_is_refused_naming_it(data, tmp_path, bad):
+    """Class names go into CSV reports, logs and model.json: a name that would break a line or a column is
+    refused at data setup, in every split it appears in, through the real config and data module."""
+    old = _class_dir(data, "train", 1).name
+    new = old[:4] + "Bad" + bad + "name"
+    for split in COUNTS:
+        (data / split / old).rename(data / split / new)
+    with pytest.raises(DataLayoutError, match=rf"class folder name {re.escape(repr(new))} holds") as info:
+        inspect_layout(data)
+    assert all(f"{data / split}:" in str(info.value) for split in COUNTS)
+    cfg = compose_config(tmp_path / "run", ["experiment=smoke", f"data.root={data}", "data.num_workers=0"])
+    module = instantiate(cfg.data)
+    module.prepare_data()
+    with pytest.raises(DataLayoutError, match=re.escape(repr(new))):
+        module.setup("fit")

@@ -87,7 +87,8 @@ RULES: list[Rule] = [
     ("model.label_smoothing", lambda v: 0 <= v < 1, "from 0 up to (not including) 1"),
     ("model.warmup_epochs", lambda v: v >= 0, "0 or more"),
     ("model.head_hidden", lambda v: v is None or v >= 1, "null or a positive number of units"),
-    ("data.image_size", lambda v: v >= 1, "a positive number of pixels, e.g. data.image_size=224"),
+    # An exported model's resize size must stay within preprocessing.MAX_IMAGE_SIDE (4096) to be served.
+    ("data.image_size", lambda v: 1 <= v <= 2048, "from 1 to 2048 pixels, e.g. data.image_size=224"),
     ("data.batch_size", lambda v: v >= 1, "a positive number, e.g. data.batch_size=32"),
     ("data.eval_batch_size", lambda v: v is None or v >= 1, "null or a positive number"),
     ("data.prefetch_factor", lambda v: v is None or v >= 1, "null or a positive number"),

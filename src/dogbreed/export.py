@@ -24,15 +24,17 @@ from torch import nn
 
 from dogbreed.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.data.images import load_rgb, to_rgb
+from dogbreed.data.layout import class_name_problem
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 from dogbreed.network import build_network
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.preprocessing import Preprocessing, PreprocessingError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+ARTIFACTS_KEY = "artifacts"  # model.json's record of the optimised artifacts (dogbreed.inference_artifact)
 # Made from one set of weights: never carried into a new export (the new weights get their own).
 ARTIFACT_FILES = (ONNX_FILE, INT8_FILE)
 
@@ -184,9 +186,38 @@ def read_model_description(model_dir: str | Path) -> ModelDescription:
         config = json.loads(config_path.read_text())
         arch, class_names = config["arch"], list(config["class_names"])
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
+    except PreprocessingError as exc:
+        raise ModelDirError(f"{config_path}: {exc}") from exc
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelDirError(f"{config_path} is not a valid model description: {exc!r}") from exc
+    for i, name in enumerate(class_names):
+        why = class_name_problem(name) if isinstance(name, str) else f"{name!r} is not a string"
+        if why:
+            raise ModelDirError(f"{config_path}: class_names[{i}]: {why}")
+    check_artifact_files(model_dir, config.get(ARTIFACTS_KEY), config_path)
     return ModelDescription(arch, class_names, preprocessing, config)
+
+
+def check_artifact_files(model_dir: Path, record: object, config_path: Path) -> None:
+    """Each optimised artifact model.json records must be a file of the model folder itself: its sha256
+    and parity figures are declared by the same model.json, so a record pointing elsewhere (an absolute
+    path, ../, a link out of the folder) would let that file vouch for any file on the machine."""
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        raise ModelDirError(f"{config_path}: {ARTIFACTS_KEY} must be a mapping of versions")
+    for precision, entry in record.items():
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if name is None:
+            continue  # a version refused at export is recorded without a file
+        field = f"{ARTIFACTS_KEY}.{precision}.file"
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise ModelDirError(
+                f"{config_path}: {field}={name!r} must be the name of a file in {model_dir}, not a path"
+            )
+        resolved = (model_dir / name).resolve()
+        if not resolved.is_relative_to(model_dir.resolve()):
+            raise ModelDirError(f"{config_path}: {field}={name!r} links to {resolved}, outside {model_dir}")
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> BreedModel:

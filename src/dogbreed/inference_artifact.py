@@ -31,14 +31,21 @@ import numpy as np
 import torch
 
 from dogbreed.acceleration import available_cpus
-from dogbreed.export import CONFIG_FILE, INT8_FILE, ONNX_FILE, WEIGHTS_FILE, BreedModel, load_model
+from dogbreed.export import (
+    ARTIFACTS_KEY,
+    CONFIG_FILE,
+    INT8_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    BreedModel,
+    load_model,
+)
 from dogbreed.files import write_text_atomic
 from dogbreed.onnx_conversion import ArtifactError, export_onnx, quantize_int8
 from dogbreed.runtimes import RuntimeUnavailable, available_runtimes, import_runtime, open_session
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS_KEY = "artifacts"
 PRECISIONS = {"fp32": ONNX_FILE, "int8": INT8_FILE}
 QUANTIZE_CHOICES = ("int8", "none")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,17 @@ def class_files(class_dir: str | Path) -> list[str]:
     return [os.path.join(root, name) for root, names in sorted(walked) for name in sorted(names)]
 
 
+def class_name_problem(name: str) -> str | None:
+    """Why a class folder's name cannot be a class name, or None. Class names are written into CSV
+    reports, logs and model.json: a control or format character (a newline, a tab, a right-to-left
+    override, a byte that is not UTF-8) or the `|` that tables separate columns with would break them."""
+    bad = sorted({c for c in name if c == "|" or unicodedata.category(c).startswith("C")})
+    if not bad:
+        return None
+    shown = ", ".join(repr(c) for c in bad)
+    return f"class folder name {name!r} holds {shown}: rename the folder without control characters or |"
+
+
 def _is_image_file(path: str) -> bool:
     from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
@@ -85,6 +97,7 @@ def inspect_layout(root: str | Path, splits: Sequence[str] = SPLITS) -> Layout:
         if not counts:
             problems.append(f"split folder {split_dir} has no class folders")
         problems += [f"empty class folder {split_dir / name}" for name, n in counts.items() if n == 0]
+        problems += [f"{split_dir}: {why}" for name in counts if (why := class_name_problem(name))]
     if per_split:
         reference_split, reference = next(iter(per_split.items()))
         for split, counts in per_split.items():

@@ -5,30 +5,38 @@ Accepted bodies: raw image bytes (`image/jpeg`, `image/png`, `image/webp`, `imag
 or `application/json` carrying base64 images as `{"image": "<b64>"}` or `{"images": ["<b64>", ...]}`.
 URLs are refused: the server fetches nothing on a caller's behalf.
 
-Memory is decided here, before any pixel is decoded: the header gives each image's size, the JPEG decoder's
-draft mode says how much of it will really be materialised, and that size is held against a per-image and a
-per-request budget. Thin images are refused too, because the resize to the model's short side would blow
-them up (1 x 30,000 pixels becomes 232 x 6,960,000).
+Cost is decided here, before any pixel is decoded, by the data layer's one image path
+(data.images.open_checked): the header gives each image's size, mode and JPEG scans, the JPEG decoder's
+draft mode says how much of it will really be materialised, and that is held against the per-image limits
+(pixels, decoding memory, scans) and the request's pixel budget. Thin images are refused too, because the
+resize to the model's short side would blow them up (1 x 30,000 pixels becomes 232 x 6,960,000). Decoding
+opens the bytes the same way and checks them again, so what was checked is what is decoded.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import os
 import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from dogbreed.data.images import BadImageError, load_rgb
+from dogbreed.data.images import (
+    BadImageError,
+    ImageHeader,
+    ImageLimits,
+    ImageTooLargeError,
+    load_rgb,
+    read_header,
+)
 from dogbreed.serving.errors import (
     BadRequestError,
     PayloadTooLargeError,
+    ServingError,
     UnsupportedMediaTypeError,
     shorten,
 )
@@ -45,8 +53,6 @@ IMAGE_CONTENT_TYPES = (
 )
 JSON_CONTENT_TYPE = "application/json"
 CONTENT_TYPES = (*IMAGE_CONTENT_TYPES, JSON_CONTENT_TYPE)
-# Formats Pillow may parse: photo formats only, so no exotic decoder sees untrusted bytes.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 URL_PREFIXES = ("http://", "https://", "s3://", "ftp://", "file:")
 
 
@@ -58,17 +64,34 @@ class RequestLimits:
     # decoding: a small file that expands to gigapixels is never decoded.
     max_pixels: int = 40_000_000
     max_images: int = 32  # per JSON request
-    # Decoded pixels of all images of one request together: many images each within max_pixels still
-    # cost memory and CPU time that other requests wait for.
+    # CPU time of decoding all images of one request together, in decoded pixels (a JPEG decoder's pass
+    # over one 8x8 block counts as part of a pixel, data.image_cost.decode_work): many images each within
+    # the per-image limits still cost CPU time that other requests wait for.
     max_request_pixels: int = 80_000_000
     # Long side over short side: the resize scales the short side to the model's size, so a thin image
     # grows by its aspect ratio; photos rarely pass 4:1, panoramas stay within this.
     max_aspect_ratio: float = 20.0
+    # Peak memory of decoding one image, from its header: decoded pixels times the bytes a pixel of its
+    # mode takes until it is RGB, plus a multi-scan JPEG's full-size coefficients (data.image_cost).
+    max_decode_bytes: int = 512 * 2**20
+    # Scans of one JPEG: the decoder passes over the whole image once per scan, so a small progressive
+    # file of many empty scans costs seconds; encoders write at most a few dozen.
+    max_jpeg_scans: int = 64
+
+    @property
+    def per_image(self) -> ImageLimits:
+        """The bounds the data layer holds one image's header against before decoding it."""
+        return ImageLimits(
+            max_pixels=self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            max_decode_bytes=self.max_decode_bytes,
+            max_jpeg_scans=self.max_jpeg_scans,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RequestLimits:
-        """DOGBREED_MAX_BODY_BYTES / _MAX_PIXELS / _MAX_IMAGES / _MAX_REQUEST_PIXELS / _MAX_ASPECT_RATIO
-        (a SageMaker model's environment)."""
+        """DOGBREED_MAX_BODY_BYTES / _MAX_PIXELS / _MAX_IMAGES / _MAX_REQUEST_PIXELS / _MAX_ASPECT_RATIO /
+        _MAX_DECODE_BYTES / _MAX_JPEG_SCANS (a SageMaker model's environment)."""
         values: dict[str, float] = {}
         for f in fields(cls):
             variable = f"DOGBREED_{f.name.upper()}"
@@ -100,7 +123,8 @@ class EncodedImage:
     """One image of a request whose header has been checked; `where` names it in error messages.
 
     `width` x `height` is the size the header announces, `decoded_pixels` what decoding it with the
-    server's draft size materialises (less for a large JPEG)."""
+    server's draft size materialises (less for a large JPEG). `header` and `limits` are what the check
+    read and held it against: decoding checks the image again against the same limits."""
 
     data: bytes
     where: str
@@ -108,63 +132,68 @@ class EncodedImage:
     height: int
     decoded_pixels: int = 0
     draft_size: int | None = None
+    header: ImageHeader | None = None
+    limits: ImageLimits = ImageLimits()
 
 
-def _open_header(data: bytes, where: str, limits: RequestLimits) -> Image.Image:
-    try:
-        return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as exc:
-        # Pillow's own guard (twice Image.MAX_IMAGE_PIXELS) fires while parsing the header, before ours.
-        announced = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{announced.group(1)} pixels" if announced else "more pixels than Pillow opens"
-        raise PayloadTooLargeError(f"{where} is {size}, over the limit of {limits.max_pixels}") from exc
-    except UnidentifiedImageError as exc:
-        raise BadRequestError(
-            f"{where} is not an image in a known format ({', '.join(IMAGE_FORMATS)})"
-        ) from exc
-    except (OSError, ValueError, SyntaxError, struct.error) as exc:
-        raise BadRequestError(f"{where} has an unreadable image header: {exc}") from exc
+def _serving_error(exc: BadImageError) -> ServingError:
+    """The HTTP answer to an image the data layer refused: 413 for a budget, 400 otherwise."""
+    if isinstance(exc, ImageTooLargeError):
+        return PayloadTooLargeError(str(exc))
+    return BadRequestError(str(exc))
 
 
 def check_image(
     data: bytes, limits: RequestLimits, where: str, draft_size: int | None = None
 ) -> EncodedImage:
-    """Read only the header: refuse non-images, thin images, and images whose decoded size is over the
-    pixel limit, so a small file that expands to gigapixels is never decoded."""
+    """Read only the header, as decoding will (data.images.open_checked): refuse non-images, thin images,
+    and images whose decoding would cost more than the per-image limits, so a small file that expands to
+    gigapixels is never decoded."""
     if not data:
         raise BadRequestError(f"{where} is empty: send the bytes of a JPEG or PNG image")
-    with _open_header(data, where, limits) as img:
-        width, height = img.size
-        if width < 1 or height < 1:
-            raise BadRequestError(f"{where} is {width}x{height} pixels: an image needs at least one pixel")
-        ratio = max(width, height) / min(width, height)
-        if ratio > limits.max_aspect_ratio:
-            raise BadRequestError(
-                f"{where} is {width}x{height} pixels, an aspect ratio of {ratio:.0f}:1, over the limit of "
-                f"{limits.max_aspect_ratio:g}:1: resizing its short side to the model's input would "
-                "blow it up; crop it first"
-            )
-        if draft_size:
-            # draft() only changes what load() will decode (JPEG scales by 1/2..1/8); nothing is decoded here.
-            try:
-                img.draft("RGB", (draft_size, draft_size))
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise BadRequestError(f"{where} has an unreadable image header: {exc}") from exc
-        decoded_width, decoded_height = img.size
-    decoded = decoded_width * decoded_height
-    if decoded > limits.max_pixels:
-        raise PayloadTooLargeError(
-            f"{where} is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
-        )
-    return EncodedImage(data, where, width, height, decoded, draft_size)
+    try:
+        header = read_header(data, draft_size, limits.per_image, where)
+    except BadImageError as exc:
+        raise _serving_error(exc) from exc
+    return EncodedImage(
+        data, where, header.width, header.height, header.decoded_pixels, draft_size, header, limits.per_image
+    )
 
 
 def decode_image(image: EncodedImage, draft_size: int | None = None) -> Image.Image:
-    """Decode as evaluation does: `load_rgb` with the same JPEG draft size (the resize size)."""
+    """Decode as evaluation does: `load_rgb` with the same JPEG draft size (the resize size), checked
+    again against the same limits, and refused if its header now reads otherwise than at the check."""
+    draft = draft_size or image.draft_size
+    expected = image.header if draft == image.draft_size else None
     try:
-        return load_rgb(io.BytesIO(image.data), draft_size=draft_size or image.draft_size)
+        return load_rgb(image.data, draft, image.limits, image.where, expected)
     except BadImageError as exc:
-        raise BadRequestError(f"{image.where} cannot be decoded: {exc.__cause__ or exc}") from exc
+        raise _serving_error(exc) from exc
+
+
+BASE64_URL_SAFE = str.maketrans("-_", "+/")
+BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def decode_base64(value: str) -> bytes:
+    """Standard base64 as `base64.b64encode` writes it, and the variants encoders commonly send: line
+    breaks every so many characters (`base64.encodebytes`, MIME), padding left out, or the URL-safe
+    alphabet (`-_` for `+/`). Nothing else: any other character, both alphabets mixed, or a length no
+    encoder writes raises binascii.Error."""
+    text = value.replace("\r\n", "").replace("\n", "")
+    if "-" in text or "_" in text:
+        if "+" in text or "/" in text:
+            raise binascii.Error("it mixes the standard (+/) and the URL-safe (-_) alphabets")
+        text = text.translate(BASE64_URL_SAFE)
+    if not BASE64_TEXT.fullmatch(text):
+        raise binascii.Error(
+            "it holds a character outside the base64 alphabet, or padding before its end "
+            "(only line breaks may separate its characters)"
+        )
+    unpadded = text.rstrip("=")
+    if len(unpadded) % 4 == 1 or (unpadded != text and len(text) % 4):
+        raise binascii.Error(f"{len(text)} characters are not a whole number of base64 groups")
+    return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
 
 
 def _base64_image(value: object, field: str) -> bytes:
@@ -177,7 +206,7 @@ def _base64_image(value: object, field: str) -> bytes:
     if value.startswith("data:"):  # data:image/jpeg;base64,....
         value = value.partition(",")[2]
     try:
-        return base64.b64decode(value, validate=True)
+        return decode_base64(value)
     except (binascii.Error, ValueError) as exc:
         raise BadRequestError(f"JSON field {field} is not valid base64: {exc}") from exc
 
@@ -238,11 +267,11 @@ def read_request(
     images, total = [], 0
     for data, where in encoded:
         image = check_image(data, limits, where, draft_size)
-        total += image.decoded_pixels
+        total += image.header.decode_work if image.header else image.decoded_pixels
         if total > limits.max_request_pixels:
             raise PayloadTooLargeError(
-                f"the images of this request up to {where} decode to {total} pixels, over the request "
-                f"limit of {limits.max_request_pixels}: send them in several requests"
+                f"the images of this request up to {where} cost as much to decode as {total} pixels, over "
+                f"the request limit of {limits.max_request_pixels}: send them in several requests"
             )
         images.append(image)
     return images

@@ -4,7 +4,8 @@
 `transform_fn`. The toolkit answers any exception with its message followed by a Python traceback, as plain
 text; `transform_fn` therefore answers errors itself: the status on TorchServe's context and the same short
 JSON body as the local server. `input_fn`/`predict_fn`/`output_fn` remain for callers outside the toolkit
-(the toolkit refuses a module offering both). Settings come
+(the toolkit refuses a module offering both); a request takes the same path through them as through
+`transform_fn` (`predict_request`). Settings come
 from the model's environment variables, the only channel SageMaker offers:
 DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_ENGINE (auto|openvino|onnxruntime|torch, as `server.engine`),
 DOGBREED_OPTIMIZE (fuse|none|bf16, torch only), DOGBREED_TOPK, DOGBREED_THREADS and the limits of
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from dogbreed.serving.decoding import EncodedImage, RequestLimits, read_request
+from dogbreed.serving.decoding import RequestLimits, read_request
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads, resolve_device
 from dogbreed.serving.errors import InternalServerError, ServingError
 from dogbreed.serving.explain import explainer_for
@@ -82,14 +83,35 @@ def model_fn(model_dir: str) -> InferenceEngine:
     return engine
 
 
-@toolkit_errors
-def input_fn(request_body: bytes | str, request_content_type: str) -> list[EncodedImage]:
-    return read_request(request_body, request_content_type, RequestLimits.from_env())
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """A request body as input_fn received it: checked and decoded in predict_fn, where the model's decode
+    size is known, by the same function as transform_fn."""
+
+    body: bytes | str
+    content_type: str | None
+
+
+def preprocess_request(engine: InferenceEngine, body: bytes | str, content_type: str | None) -> torch.Tensor:
+    """The one way a handler turns a request into the network's input: read and check it against the model
+    environment's limits with the model's JPEG draft size, as the local server does, then decode."""
+    images = read_request(body, content_type, RequestLimits.from_env(), engine.draft_size)
+    return engine.preprocess_encoded(images)
+
+
+def predict_request(engine: InferenceEngine, body: bytes | str, content_type: str | None) -> torch.Tensor:
+    """Probabilities [N, C] of a request's images."""
+    return engine.probabilities(preprocess_request(engine, body, content_type))
 
 
 @toolkit_errors
-def predict_fn(images: list[EncodedImage], engine: InferenceEngine) -> PredictionBatch:
-    return PredictionBatch(engine.predict_encoded(images), engine.class_names)
+def input_fn(request_body: bytes | str, request_content_type: str) -> ReceivedRequest:
+    return ReceivedRequest(request_body, request_content_type)
+
+
+@toolkit_errors
+def predict_fn(request: ReceivedRequest, engine: InferenceEngine) -> PredictionBatch:
+    return PredictionBatch(predict_request(engine, request.body, request.content_type), engine.class_names)
 
 
 @toolkit_errors
@@ -112,8 +134,7 @@ def transform_fn(
     argument); the error's status goes there. Without a context, errors are raised."""
     try:
         options = parse_output_options(accept, default_topk=int(os.environ.get("DOGBREED_TOPK", "5")))
-        images = read_request(request_body, content_type, RequestLimits.from_env(), engine.draft_size)
-        batch = engine.preprocess_encoded(images)
+        batch = preprocess_request(engine, request_body, content_type)
         body = build_response(engine.probabilities(batch), engine.class_names, options)
         if options.explain:
             device = resolve_device(os.environ.get("DOGBREED_DEVICE", "auto"))

@@ -46,6 +46,8 @@ def settings_from_config(cfg: DictConfig) -> ServerSettings:
             max_images=int(limits.max_images),
             max_request_pixels=int(limits.max_request_pixels),
             max_aspect_ratio=float(limits.max_aspect_ratio),
+            max_decode_bytes=int(limits.max_decode_bytes),
+            max_jpeg_scans=int(limits.max_jpeg_scans),
         ),
     )
 
