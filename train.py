@@ -14,8 +14,8 @@ if "SM_TRAINING_ENV" in os.environ or "SM_MODEL_DIR" in os.environ:
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 # After the path is set: inside a job these come from the source above.
-from dogbreed.config_schema import check_train_config  # noqa: E402
-from dogbreed.errors import exit_on_user_error  # noqa: E402
+from dogbreed.config.errors import exit_on_user_error  # noqa: E402
+from dogbreed.config.schema import check_train_config  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     if cfg.backend.name in ("local", "sagemaker_job"):  # train in this process: here, or inside a job
         from dogbreed.sagemaker.container import container_callbacks
-        from dogbreed.training import fit
+        from dogbreed.training.fit import fit
 
         metrics = fit(cfg, extra_callbacks=container_callbacks())
         return metrics.get("val/loss")

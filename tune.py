@@ -8,8 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dogbreed.config_schema import check_train_config
-from dogbreed.errors import exit_on_user_error
+from dogbreed.config.errors import exit_on_user_error
+from dogbreed.config.schema import check_train_config
 from dogbreed.tracking.manifest import hydra_overrides
 
 log = logging.getLogger("tune")
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
         from dogbreed.sagemaker.training_job import attach
         from dogbreed.sagemaker.tuning_job import launch_tuning
-        from dogbreed.search_space import load_search_space
+        from dogbreed.tuning.search_space import load_search_space
 
         if cfg.get("attach"):  # an existing tuning job: its best values and files
             attach(cfg, str(cfg.attach), "tuning")
@@ -35,8 +35,8 @@ def main(cfg: DictConfig) -> float | None:
         return None
     if cfg.backend.name != "local":
         raise ValueError(f"backend={cfg.backend.name} is not supported")
-    from dogbreed.tuning import run_study
-    from dogbreed.tuning_report import describe_best, write_best, write_plots, write_trials_csv
+    from dogbreed.tuning.report import describe_best, write_best, write_plots, write_trials_csv
+    from dogbreed.tuning.study import run_study
 
     run_dir = Path(cfg.run_dir)
     study = run_study(cfg)

@@ -25,9 +25,9 @@ sys.path[:0] = [str(ROOT / "src")]
 
 import torch  # noqa: E402
 
-from dogbreed.export import load_model  # noqa: E402
-from dogbreed.inference_artifact import Parity, batches, image_files, softmax  # noqa: E402
-from dogbreed.runtimes import available_runtimes, open_session  # noqa: E402
+from dogbreed.modeldir.artifact import Parity, batches, image_files, softmax  # noqa: E402
+from dogbreed.modeldir.export import load_model  # noqa: E402
+from dogbreed.modeldir.runtimes import available_runtimes, open_session  # noqa: E402
 
 
 def torch_probabilities(model, paths: list[Path]) -> np.ndarray:

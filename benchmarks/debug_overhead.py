@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from dogbreed.training import fit
+from dogbreed.training.fit import fit
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -25,8 +25,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from train_throughput import make_images
 
-from dogbreed.acceleration import available_cpus
-from dogbreed.training import fit
+from dogbreed.training.acceleration import available_cpus
+from dogbreed.training.fit import fit
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CLASSES = 4

@@ -62,7 +62,7 @@ def measure_in_this_process(body: bytes, content_type: str, draft: int | None, p
     """The server's preprocessing of one request (read_request, then decode and transform image after
     image), with its peak memory above the memory before it and its CPU time. `per_mode`: no limits, and
     decoding to RGB alone (the part charged per pixel)."""
-    from dogbreed.preprocessing import preprocessing_for
+    from dogbreed.data.preprocessing import preprocessing_for
     from dogbreed.serving.decoding import RequestLimits, decode_image, read_request
     from dogbreed.serving.errors import ServingError
 

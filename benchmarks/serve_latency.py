@@ -40,9 +40,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 
 from load_test import load_images, local_server, percentiles, rss_mb, run_load  # noqa: E402
 
-from dogbreed.export import export_model  # noqa: E402
-from dogbreed.network import build_network  # noqa: E402
-from dogbreed.preprocessing import Preprocessing, preprocessing_for  # noqa: E402
+from dogbreed.data.preprocessing import Preprocessing, preprocessing_for  # noqa: E402
+from dogbreed.model.network import build_network  # noqa: E402
+from dogbreed.modeldir.export import export_model  # noqa: E402
 from dogbreed.serving import handler  # noqa: E402
 
 

@@ -42,11 +42,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from dogbreed.acceleration import available_cpus, configure_backends, maybe_compile, resolve_precision
 from dogbreed.data import DogBreedDataModule
 from dogbreed.data.datamodule import default_num_workers
-from dogbreed.model import BreedClassifier
-from dogbreed.network import apply_freeze, build_network
+from dogbreed.model.classifier import BreedClassifier
+from dogbreed.model.network import apply_freeze, build_network
+from dogbreed.training.acceleration import (
+    available_cpus,
+    configure_backends,
+    maybe_compile,
+    resolve_precision,
+)
 
 
 def make_images(root: Path, photos: Path | None, classes: int, per_class: int) -> Path:

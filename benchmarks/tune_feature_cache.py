@@ -41,7 +41,7 @@ def compose(overrides: list[str]):
 def run_one(args: argparse.Namespace, data_root: Path, work: Path, cached: bool, repeat: int) -> dict:
     from optuna.trial import TrialState
 
-    from dogbreed.tuning import run_study
+    from dogbreed.tuning.study import run_study
 
     run_dir = work / f"{'cached' if cached else 'images'}-{repeat}"
     cfg = compose(

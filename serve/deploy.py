@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dogbreed.errors import ConfigValueError, exit_on_user_error
+from dogbreed.config.errors import ConfigValueError, exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="deploy")

@@ -75,7 +75,7 @@ def shapes3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real training run on shapes3, shared by the tests that read its outputs."""
-    from dogbreed.training import fit
+    from dogbreed.training.fit import fit
 
     run_dir = tmp_path_factory.mktemp("run")
     fit(compose_config(run_dir, [*TINY, f"data.root={shapes3}", "trainer.max_epochs=4"]))
@@ -90,7 +90,7 @@ LOOSE_INT8 = ["onnx.parity.int8.max_prob_diff=0.5", "onnx.parity.int8.min_top1_a
 @pytest.fixture(scope="session")
 def optimized_run(shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The exported model directory of a tiny training run with onnx.enabled=true (fp32 and INT8 kept)."""
-    from dogbreed.training import fit
+    from dogbreed.training.fit import fit
 
     run_dir = tmp_path_factory.mktemp("optimized-run")
     overrides = [

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch._dynamo import register_backend
 
-from dogbreed.acceleration import resolve_precision
-from dogbreed.export import load_model
-from dogbreed.training import fit
+from dogbreed.modeldir.export import load_model
+from dogbreed.training.acceleration import resolve_precision
+from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 
 
@@ -63,7 +63,7 @@ def test_compile_hands_the_network_to_torch_compile_and_exports_plain_weights(sh
 def test_loader_workers_are_sized_to_the_cpus_this_process_may_use(shapes3, tmp_path):
     from hydra.utils import instantiate
 
-    from dogbreed.acceleration import available_cpus
+    from dogbreed.training.acceleration import available_cpus
 
     cfg = compose_config(tmp_path, [f"data.root={shapes3}", "data.prefetch_factor=4"])
     datamodule = instantiate(cfg.data)

@@ -1,5 +1,6 @@
 """A planted checkpoint never runs code. Every reader of a checkpoint goes through one loader
-(dogbreed.checkpoints.read_checkpoint, weights_only=True): a file it refuses gets one `error:` line naming it,
+(dogbreed.model.checkpoints.read_checkpoint, weights_only=True):
+a file it refuses gets one `error:` line naming it,
 and the run it was meant for is left as it was. A checkpoint this project writes loads through it."""
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from dogbreed.checkpoint_io import AtomicCheckpointIO
-from dogbreed.checkpoints import CheckpointError, read_checkpoint
-from dogbreed.errors import user_error_message
-from dogbreed.export import ModelDirError, export_model, load_model
-from dogbreed.network import build_network, load_backbone_weights
-from dogbreed.overrides import hyperparameters_from_overrides
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.config.errors import user_error_message
+from dogbreed.config.overrides import hyperparameters_from_overrides
+from dogbreed.data.preprocessing import Preprocessing
+from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
+from dogbreed.model.network import build_network, load_backbone_weights
+from dogbreed.modeldir.export import ModelDirError, export_model, load_model
 from dogbreed.sagemaker.container import CHECKPOINT_OWNER_FILE, argv_to_overrides
 from dogbreed.sagemaker.results import attach_training
 from dogbreed.sagemaker.session import make_session
 from dogbreed.sagemaker.source_bundle import stage_source
+from dogbreed.training.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import ROOT, TINY, compose_config
 from tests.sagemaker_replay import TINY_JOB
 from tests.test_sagemaker_container import TOOLKIT_TRAIN, fake_opt_ml, run_toolkit

@@ -6,9 +6,9 @@ import lightning.pytorch as pl
 import pytest
 from hydra.utils import instantiate
 
-from dogbreed.acceleration import resolve_precision
 from dogbreed.data import DogBreedDataModule
-from dogbreed.model import BreedClassifier
+from dogbreed.model.classifier import BreedClassifier
+from dogbreed.training.acceleration import resolve_precision
 from tests.conftest import CONF_DIR, compose_config
 
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_RULE_DEFAULTS
 from dogbreed.diagnostics.outcomes import LOCAL_KEYS, sagemaker_rule_parameters
 from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
-from dogbreed.training import fit
+from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 
 # No checkpoint files (45 MB each, every epoch) and no export: these runs are about the diagnostics.

@@ -15,8 +15,8 @@ from dogbreed.data import BadImageError, DogBreedDataModule
 from dogbreed.data.device_decode import EncodedImages, decode_batch, read_for_device
 from dogbreed.data.device_transforms import sample_crop_boxes
 from dogbreed.data.images import load_rgb
-from dogbreed.preprocessing import CROP_RATIO
-from dogbreed.training import fit
+from dogbreed.data.preprocessing import CROP_RATIO
+from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 from tests.images import gradient, jpeg_bytes, write_awkward_images
 

@@ -7,11 +7,11 @@ import csv
 import pytest
 import torch
 
-from dogbreed.evaluation import write_evaluation_report
-from dogbreed.evaluation_page import REPORT_FILE, Outcome, confused_classes
-from dogbreed.export import export_model, load_model
-from dogbreed.network import build_network
-from dogbreed.preprocessing import preprocessing_for
+from dogbreed.data.preprocessing import preprocessing_for
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.export import export_model, load_model
+from dogbreed.tracking.evaluation_page import REPORT_FILE, Outcome, confused_classes
+from dogbreed.training.evaluation import write_evaluation_report
 from tests.images import gradient, jpeg_bytes
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed.evaluation import evaluate_model_dir
-from dogbreed.export import ModelDirError, display_name, export_model, load_model
-from dogbreed.network import build_network
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.data.preprocessing import Preprocessing
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.export import ModelDirError, display_name, export_model, load_model
+from dogbreed.training.evaluation import evaluate_model_dir
 
 
 def test_model_dir_reproduces_the_test_accuracy_of_the_run(trained_run, shapes3):

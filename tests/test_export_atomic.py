@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dogbreed.export import export_model, load_model
-from dogbreed.model_archive import add_inference_code
-from dogbreed.network import build_network
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.data.preprocessing import Preprocessing
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.archive import add_inference_code
+from dogbreed.modeldir.export import export_model, load_model
 
 
 def export(out: Path, seed: int = 0) -> Path:

@@ -12,8 +12,8 @@ import torch
 from hydra.utils import instantiate
 
 from dogbreed.data.features import backbone_digest, cache_key
-from dogbreed.export import load_model
-from dogbreed.training import fit
+from dogbreed.modeldir.export import load_model
+from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 
 CACHED = [
@@ -93,7 +93,7 @@ def test_cache_key_changes_with_images_preprocessing_and_weights(shapes3, tmp_pa
 
 @pytest.mark.slow
 def test_every_trial_of_a_study_trains_on_the_one_cache(shapes3, tmp_path):
-    from dogbreed.tuning import run_study
+    from dogbreed.tuning.study import run_study
 
     cache = tmp_path / "features"
     overrides = [*TINY, f"data.root={shapes3}", *CACHED, f"feature_cache.dir={cache}"]

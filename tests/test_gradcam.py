@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed.gradcam import crop_fraction, gradcam, heatmap_png, heatmap_rgba, network_view, overlay
-from dogbreed.network import build_network
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.data.preprocessing import Preprocessing
+from dogbreed.model.gradcam import crop_fraction, gradcam, heatmap_png, heatmap_rgba, network_view, overlay
+from dogbreed.model.network import build_network
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import dogbreed
-from dogbreed.model_archive import CODE_DIR, imported_modules, pack_model
+from dogbreed.modeldir.archive import CODE_DIR, imported_modules, pack_model
 from tests.conftest import ROOT
 from tests.sagemaker_replay import make_container_python, without_pythonpath
 
@@ -41,7 +41,7 @@ def test_nothing_a_training_run_may_import_is_serving_code():
 @pytest.mark.slow  # a process of its own, importing Lightning
 def test_importing_training_loads_no_serving_module():
     # The same at run time, in case an import escapes the static reading (importlib, __getattr__).
-    code = "import sys, dogbreed.training; print([m for m in sys.modules if 'serving' in m])"
+    code = "import sys, dogbreed.training.fit; print([m for m in sys.modules if 'serving' in m])"
     imported = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()

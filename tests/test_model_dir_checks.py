@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.export import ModelDirError, export_model, load_model, read_model_description
-from dogbreed.network import build_network
-from dogbreed.preprocessing import preprocessing_for
+from dogbreed.data.preprocessing import preprocessing_for
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.export import ModelDirError, export_model, load_model, read_model_description
 from dogbreed.serving.engine import InferenceEngine
 
 

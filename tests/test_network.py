@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.models import ResNet18_Weights, resnet18
 
-from dogbreed.network import WeightsUnavailableError, apply_freeze, build_network
+from dogbreed.model.network import WeightsUnavailableError, apply_freeze, build_network
 
 
 def _torchvision_cache_file() -> Path:

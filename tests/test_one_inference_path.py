@@ -1,5 +1,5 @@
 """One inference path: the same JPEG bytes get the same probabilities from `load_model().predict`,
-`python -m dogbreed.evaluation`, the local server and the SageMaker handler (driven through the real
+`python -m dogbreed.training.evaluation`, the local server and the SageMaker handler (driven through the real
 inference toolkit). The photo is large enough that decoding it in JPEG draft mode, as every path does,
 changes the answer: a path that decoded it in full would fail here."""
 
@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 
 from dogbreed.data.images import to_rgb
-from dogbreed.evaluation import main as evaluation_main
-from dogbreed.export import export_model, load_model
-from dogbreed.model_archive import pack_model
-from dogbreed.network import build_network
-from dogbreed.preprocessing import preprocessing_for
+from dogbreed.data.preprocessing import preprocessing_for
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.archive import pack_model
+from dogbreed.modeldir.export import export_model, load_model
 from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.training.evaluation import main as evaluation_main
 from tests.serving_support import invoke, running_server, through_sagemaker_handler
 
 pytestmark = pytest.mark.slow  # the handler runs in a process of its own, as in the container
@@ -79,7 +79,7 @@ def test_the_same_bytes_get_the_same_probabilities_on_every_path(model_dir, tmp_
     for answer in (by_bytes, by_file):
         assert {p.index: p.probability for p in answer} == pytest.approx(dict(enumerate(expected.tolist())))
 
-    # python -m dogbreed.evaluation
+    # python -m dogbreed.training.evaluation
     assert evaluation_main([str(model_dir), str(split), "--out", str(tmp_path / "evaluation")]) == 0
     with open(tmp_path / "evaluation" / "predictions.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from dogbreed.training import fit
+from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 
 # No checkpoint files (45 MB each, every epoch) and no export: these runs are about the diagnostics.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.training import fit
+from dogbreed.training.fit import fit
 from tests.conftest import ROOT, TINY, compose_config
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ FIT_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import lightning.pytorch as pl
-    from dogbreed.training import fit
+    from dogbreed.training.fit import fit
     from tests.conftest import compose_config
 
     class KillAtEpoch(pl.Callback):
@@ -104,7 +104,7 @@ def test_a_run_killed_after_epoch_1_resumes_as_if_never_stopped(overrides, unint
 def test_resuming_a_finished_run_keeps_its_metrics(overrides, uninterrupted, caplog):
     before = (uninterrupted / "metrics.json").read_text()
     model_weights = (uninterrupted / "model" / "weights.pt").stat().st_mtime_ns
-    with caplog.at_level("WARNING", logger="dogbreed.resume"):
+    with caplog.at_level("WARNING", logger="dogbreed.training.resume"):
         again = fit(compose_config(uninterrupted, [*overrides, "ckpt_path=last"]))
     assert (uninterrupted / "metrics.json").read_text() == before
     assert again == json.loads(before)

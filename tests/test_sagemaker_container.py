@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.overrides import (
+from dogbreed.config.overrides import (
     decode_hyperparameter,
     hyperparameters_from_overrides,
     overrides_from_hyperparameters,

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dogbreed.diagnostics.outcomes import sagemaker_rule_parameters
-from dogbreed.network import build_network
+from dogbreed.model.network import build_network
 from dogbreed.sagemaker.container.smdebug_hook import debugger_callbacks, trainable_modules
 from dogbreed.sagemaker.session import SageMakerSetupError
 from dogbreed.sagemaker.training_job import launch_training
@@ -162,7 +162,7 @@ def test_smdebug_hook_writes_losses_and_gradients_with_a_frozen_backbone(shapes3
     pytest.importorskip("smdebug", reason="the smdebug extra is not installed")
     from smdebug.trials import create_trial
 
-    from dogbreed.training import fit
+    from dogbreed.training.fit import fit
 
     config = tmp_path / "job" / "input" / "config"
     config.mkdir(parents=True)

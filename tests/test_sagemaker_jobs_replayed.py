@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dogbreed.checkpoints import read_checkpoint
+from dogbreed.model.checkpoints import read_checkpoint
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.training_job import launch_training
 from dogbreed.sagemaker.tuning_job import launch_tuning

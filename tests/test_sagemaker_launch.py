@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.metric_lines import METRIC_NAMES
-from dogbreed.overrides import hyperparameters_from_overrides
+from dogbreed.config.overrides import hyperparameters_from_overrides
 from dogbreed.sagemaker.metrics import RULE_METRIC_NAMES, metric_definitions
 from dogbreed.sagemaker.session import SageMakerSetupError
 from dogbreed.sagemaker.source_bundle import container_requirements, stage_source
 from dogbreed.sagemaker.training_job import launch_training
-from dogbreed.training import fit
+from dogbreed.training.fit import fit
+from dogbreed.training.metric_lines import METRIC_NAMES
 from tests.conftest import CLOSED_PORT, ROOT, TINY, compose_config
 
 ROLE = "arn:aws:iam::111122223333:role/dogbreed-test"

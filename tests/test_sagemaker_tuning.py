@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from dogbreed.sagemaker.results import best_values
 from dogbreed.sagemaker.session import SageMakerSetupError
 from dogbreed.sagemaker.tuning_job import launch_tuning, static_train_overrides
-from dogbreed.search_space import SearchSpaceError
-from dogbreed.tuning_report import train_overrides, write_best_files
+from dogbreed.tuning.report import train_overrides, write_best_files
+from dogbreed.tuning.search_space import SearchSpaceError
 from tests.conftest import compose_config
 
 SEARCH_SPACE = """\

@@ -7,8 +7,8 @@ import re
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from dogbreed.overrides import format_override
-from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
+from dogbreed.config.overrides import format_override
+from dogbreed.tuning.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
 from tests.conftest import CONF_DIR, compose_config
 
 
@@ -26,7 +26,7 @@ def test_default_space_covers_the_issue_parameters_with_log_scales():
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml")))
 def test_every_search_file_composes_into_the_tune_config_and_names_real_keys(tmp_path, name):
-    from dogbreed.tuning import check_keys_exist, train_config
+    from dogbreed.tuning.study import check_keys_exist, train_config
 
     cfg = compose_config(tmp_path, [f"search={name}"], config_name="tune")
     space = load_search_space(cfg.search, source=f"search={name}")
@@ -71,7 +71,7 @@ def test_a_yaml_file_with_an_error_is_named_in_the_message(tmp_path):
 
 
 def test_unknown_config_key_is_refused_before_any_trial(tmp_path):
-    from dogbreed.tuning import check_keys_exist, train_config
+    from dogbreed.tuning.study import check_keys_exist, train_config
 
     cfg = compose_config(tmp_path, config_name="tune")
     space = load_search_space({"model.lrr": {"type": "float", "low": 0.1, "high": 1.0}})

@@ -1,5 +1,5 @@
-"""The one masking function (dogbreed.secrets) and the config as records hold it. Whole runs that must leave
-no secret behind: test_security.py."""
+"""The one masking function (dogbreed.config.secrets) and the config as records hold it. Whole runs that
+must leave no secret behind: test_security.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from dogbreed.secrets import MASK, config_for_records, looks_like_secret_key, mask_secrets
+from dogbreed.config.secrets import MASK, config_for_records, looks_like_secret_key, mask_secrets
 from tests.conftest import compose_config
 
 MASKED = [

@@ -259,8 +259,8 @@ def test_no_account_role_or_bucket_is_written_into_the_code_or_config():
 
 
 def test_a_study_database_password_is_masked_in_messages(tmp_path):
-    from dogbreed.secrets import mask_secrets
-    from dogbreed.tuning import TuneConfigError, create_study
+    from dogbreed.config.secrets import mask_secrets
+    from dogbreed.tuning.study import TuneConfigError, create_study
 
     url = "postgresql://optuna:s3cret-pw@db.internal:5432/studies"
     assert mask_secrets(url) == "postgresql://optuna:***@db.internal:5432/studies"

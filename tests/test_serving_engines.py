@@ -17,11 +17,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from benchmarks.load_test import free_port
-from dogbreed.export import load_model
-from dogbreed.model_archive import pack_model
-from dogbreed.network import build_network
-from dogbreed.onnx_conversion import export_onnx
-from dogbreed.runtimes import OpenVinoSession
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.archive import pack_model
+from dogbreed.modeldir.export import load_model
+from dogbreed.modeldir.onnx_conversion import export_onnx
+from dogbreed.modeldir.runtimes import OpenVinoSession
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dogbreed.preprocessing import preprocessing_for
+from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.serving.decoding import RequestLimits, decode_image, read_request
 from dogbreed.serving.errors import ServingError
 from dogbreed.serving.faults import RateLimitedFaultLog

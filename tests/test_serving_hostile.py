@@ -25,9 +25,9 @@ from benchmarks.load_test import (
     local_server,
     pixel_budget_json,
 )
-from dogbreed.export import export_model
-from dogbreed.network import build_network
-from dogbreed.preprocessing import preprocessing_for
+from dogbreed.data.preprocessing import preprocessing_for
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.export import export_model
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.decoding import RequestLimits
 from tests.serving_support import encode, invoke, request, running_server

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dogbreed.data.embedded import generate_dataset
-from dogbreed.export import display_name
+from dogbreed.modeldir.export import display_name
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.explain import explainer_for
@@ -44,7 +44,7 @@ def shapes6(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(shapes6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny six-class model at 64 px (a 2 x 2 heat map), with its model card and evaluation report."""
-    from dogbreed.training import fit
+    from dogbreed.training.fit import fit
 
     run_dir = tmp_path_factory.mktemp("page-run")
     tiny = [o for o in TINY if not o.startswith("data.image_size=")]

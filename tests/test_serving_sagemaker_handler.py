@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dogbreed.model_archive import ENTRY_POINT_SOURCE, REQUIREMENTS, pack_model
+from dogbreed.modeldir.archive import ENTRY_POINT_SOURCE, REQUIREMENTS, pack_model
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.engine import available_cpus
 from tests.conftest import ROOT

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.training import fit
-from dogbreed.tuning import run_study
+from dogbreed.training.fit import fit
+from dogbreed.tuning.study import run_study
 from tests.conftest import ROOT, TINY, compose_config
 
 mlflow = pytest.importorskip("mlflow")
@@ -63,7 +63,7 @@ def test_fit_logs_params_metrics_artifacts_and_model_to_a_local_store(shapes3, t
     with open(local / "evaluation" / "per_class_accuracy.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
     assert (local / "evaluation" / "confusion_matrix.png").is_file()
-    from dogbreed.export import load_model
+    from dogbreed.modeldir.export import load_model
 
     model = load_model(local / "model")  # the exported model, loadable from what MLflow holds
     assert model.class_names == summary_class_names(tmp_path / "run")

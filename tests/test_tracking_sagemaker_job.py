@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.overrides import hyperparameters_from_overrides
+from dogbreed.config.overrides import hyperparameters_from_overrides
 from dogbreed.sagemaker.source_bundle import stage_source
 from dogbreed.tracking.sagemaker_job import TENSORBOARD_DIR_VAR, job_environment
 from tests.conftest import compose_config

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.metric_lines import METRIC_NAMES
-from dogbreed.training import fit
+from dogbreed.training.fit import fit
+from dogbreed.training.metric_lines import METRIC_NAMES
 from tests.conftest import ROOT, TINY, compose_config
 
 METRIC_LINE = re.compile(r"^(?P<name>(?:train|val|test)/\w+)=(?P<value>[0-9.]+)$", re.M)

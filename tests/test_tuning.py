@@ -17,8 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from dogbreed.tuning import KeepBestModels, TuneConfigError, create_study, objective_of, run_study
-from dogbreed.tuning_report import write_best, write_trials_csv
+from dogbreed.tuning.report import write_best, write_trials_csv
+from dogbreed.tuning.study import KeepBestModels, TuneConfigError, create_study, objective_of, run_study
 from tests.conftest import ROOT, TINY, compose_config
 
 N_TRIALS = 3

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.config_schema import check_train_config
-from dogbreed.errors import ConfigValueError, exit_on_user_error, one_line
+from dogbreed.config.errors import ConfigValueError, exit_on_user_error, one_line
+from dogbreed.config.schema import check_train_config
 from tests.conftest import ROOT, compose_config
 
 slow = pytest.mark.slow

@@ -13,15 +13,15 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from dogbreed.acceleration import available_cpus
-from dogbreed.choices import BAD_IMAGE_POLICIES, DECODE_CHOICES
+from dogbreed.config.choices import BAD_IMAGE_POLICIES, DECODE_CHOICES
 from dogbreed.data.device_decode import EncodedImages, collate_encoded, decode_and_transform, read_for_device
 from dogbreed.data.download import DOG_IMAGES_URL, download_dataset
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.folders import BreedImageFolder
 from dogbreed.data.layout import choose_classes, inspect_layout
-from dogbreed.preprocessing import Preprocessing, preprocessing_for
-from dogbreed.resume import EpochSeededLoader
+from dogbreed.data.preprocessing import Preprocessing, preprocessing_for
+from dogbreed.data.sampling import EpochSeededLoader
+from dogbreed.hardware import available_cpus
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from dogbreed.data.device_transforms import eval_batch, train_batch
 from dogbreed.data.images import BadImageError, load_rgb
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.data.preprocessing import Preprocessing
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 EXIF_ORIENTATION = 0x0112

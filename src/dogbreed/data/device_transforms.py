@@ -19,7 +19,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from dogbreed.preprocessing import CROP_RATIO, Preprocessing
+from dogbreed.data.preprocessing import CROP_RATIO, Preprocessing
 
 # RandomResizedCrop tries this many (area, aspect ratio) draws before it falls back to a centre crop.
 CROP_ATTEMPTS = 10

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.secrets import mask_secrets
+from dogbreed.config.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 

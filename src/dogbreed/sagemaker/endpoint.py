@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.model_archive import CODE_DIR, ENTRY_POINT
+from dogbreed.modeldir.archive import CODE_DIR, ENTRY_POINT
 from dogbreed.sagemaker.dry_run import DryRun, show_request
 from dogbreed.sagemaker.endpoint_autoscaling import (
     VARIANT,

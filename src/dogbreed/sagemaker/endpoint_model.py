@@ -1,6 +1,6 @@
 """The deployable model.tar.gz of an endpoint: from a local exported model or an archive in S3.
 
-Either way the archive is made by `dogbreed.model_archive` (weights.pt and model.json at the root,
+Either way the archive is made by `dogbreed.modeldir.archive` (weights.pt and model.json at the root,
 code/ with inference.py, requirements.txt and the dogbreed package), so the endpoint always runs this
 project's current handler: a training job's output carries the code/ of the version that trained it (or
 none, from versions before fit() exported it), and repacking replaces it.
@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
-from dogbreed.model_archive import pack_model
+from dogbreed.modeldir.archive import pack_model
+from dogbreed.modeldir.export import CONFIG_FILE, WEIGHTS_FILE
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.config.overrides import decode_hyperparameter, overrides_from_hyperparameters
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.files import write_text_atomic
-from dogbreed.overrides import decode_hyperparameter, overrides_from_hyperparameters
 from dogbreed.sagemaker.session import SageMakerSetupError
-from dogbreed.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def best_values(described: dict) -> tuple[str, dict[str, Any], list[str]]:
 def attach_tuning(cfg: DictConfig, session: Any, name: str) -> dict:
     """Follow tuning job `name` (backend.wait); write its best values as the local tuner does, and download
     the best training job's model and reports into <run_dir>/best/."""
-    from dogbreed.tuning_report import train_overrides, write_best_files
+    from dogbreed.tuning.report import train_overrides, write_best_files
 
     client = session.sagemaker_client
     out = Path(cfg.run_dir)

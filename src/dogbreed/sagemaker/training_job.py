@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dogbreed.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
+from dogbreed.config.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.sagemaker.dry_run import DryRun, show_request
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.rules import debugger_settings
@@ -31,7 +32,6 @@ from dogbreed.sagemaker.session import (
     make_session,
 )
 from dogbreed.sagemaker.source_bundle import PROJECT_ROOT, project_root, stage_source
-from dogbreed.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.metric_lines import METRIC_NAMES
-from dogbreed.overrides import TUNE_ONLY_KEYS, format_override, without_keys
+from dogbreed.config.overrides import TUNE_ONLY_KEYS, format_override, without_keys
 from dogbreed.sagemaker.dry_run import show_request
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.session import SageMakerSetupError, aws_errors, sdk
@@ -22,8 +21,9 @@ from dogbreed.sagemaker.training_job import (
     check_job_overrides,
     job_name_for,
 )
-from dogbreed.search_space import Param, load_search_space, search_space_to_sagemaker
-from dogbreed.tuning_objective import TuneConfigError, objective_of
+from dogbreed.training.metric_lines import METRIC_NAMES
+from dogbreed.tuning.objective import TuneConfigError, objective_of
+from dogbreed.tuning.search_space import Param, load_search_space, search_space_to_sagemaker
 
 
 def tuning_objective(cfg: DictConfig) -> tuple[str, str]:

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dogbreed.acceleration import available_cpus
-from dogbreed.export import BreedModel, load_model, read_model_description
-from dogbreed.runtimes import open_session
+from dogbreed.hardware import available_cpus
+from dogbreed.modeldir.export import BreedModel, load_model, read_model_description
+from dogbreed.modeldir.runtimes import open_session
 from dogbreed.serving.decoding import EncodedImage, decode_image
 from dogbreed.serving.engine_choice import ENGINES, EngineChoice, choose_engine
 

@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.export import WEIGHTS_FILE, ModelDescription, ModelDirError
-from dogbreed.inference_artifact import ARTIFACTS_KEY, Parity, ParityLimits, sha256_of
-from dogbreed.runtimes import RUNTIMES, RuntimeUnavailable, import_runtime
+from dogbreed.modeldir.artifact import ARTIFACTS_KEY, Parity, ParityLimits, sha256_of
+from dogbreed.modeldir.export import WEIGHTS_FILE, ModelDescription, ModelDirError
+from dogbreed.modeldir.runtimes import RUNTIMES, RuntimeUnavailable, import_runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def artifact_problem(model_dir: Path, entry: dict, runtime: str, weights_sha: st
         return f"{path.name} was made from other weights than {WEIGHTS_FILE} (exported again since?)"
     figures = (entry.get("parity") or {}).get(runtime)
     if figures is None:
-        return f"{path.name} was never checked with {runtime} (run python -m dogbreed.export optimize here)"
+        return f"{path.name} was never checked with {runtime} (run python -m dogbreed.cli.optimize here)"
     why = Parity(**figures).refusal(ParityLimits(**entry["limits"]))
     if why:
         return f"{path.name} disagrees with the PyTorch network on {runtime}: {why}"
@@ -75,7 +75,7 @@ def choose_engine(
             problems.append(str(exc))
     record = description.config.get(ARTIFACTS_KEY) or {}
     if installed and not record:
-        problems.append("the model directory has no optimised artifact (python -m dogbreed.export optimize)")
+        problems.append("the model directory has no optimised artifact (python -m dogbreed.cli.optimize)")
     if installed and record:
         weights_sha = sha256_of(model_dir / WEIGHTS_FILE)
         checked: dict[str, bool] = {}  # file sha256 checked once per file

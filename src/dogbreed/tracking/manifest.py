@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dogbreed
-from dogbreed.secrets import mask_secrets
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.tracking.data_manifest import data_manifest
 from dogbreed.tracking.git_state import git_state
 from dogbreed.tracking.sagemaker_job import running_job

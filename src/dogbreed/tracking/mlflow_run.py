@@ -10,7 +10,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
-from dogbreed.secrets import mask_secrets
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflow_job_tags
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"

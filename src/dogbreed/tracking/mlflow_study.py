@@ -12,7 +12,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dogbreed.secrets import config_for_records, mask_secrets
+from dogbreed.config.secrets import config_for_records, mask_secrets
 from dogbreed.tracking.mlflow_run import check_logger_extras
 from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER
 

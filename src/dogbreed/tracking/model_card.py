@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dogbreed.evaluation_page import REPORT_FILE
-from dogbreed.export import CONFIG_FILE, display_name
+from dogbreed.modeldir.export import CONFIG_FILE, display_name
+from dogbreed.tracking.evaluation_page import REPORT_FILE
 from dogbreed.tracking.git_state import describe
 
 CARD_FILE = "README.md"
@@ -256,7 +256,7 @@ def _how_to_call() -> list[str]:
         "In Python (this folder is the model directory):",
         "",
         "```python",
-        "from dogbreed.export import load_model",
+        "from dogbreed.modeldir.export import load_model",
         'model = load_model("model")',
         'print(model.predict(["dog.jpg"], topk=3))',
         "```",

@@ -16,9 +16,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dogbreed.config.overrides import override_key, overrides_from_hyperparameters
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.data.layout import SPLITS
-from dogbreed.overrides import override_key, overrides_from_hyperparameters
-from dogbreed.secrets import mask_secrets
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,10 @@
 A checkpoint is data: tensors, numbers, strings and containers of them. `read_checkpoint` unpickles with
 `weights_only=True`, which builds only those, so a file that would run code when loaded (planted in a run
 folder, in the bucket a spot job syncs, or in a downloaded model) is refused instead of executed. Its
-readers: fit()'s resume and finished-run checks (dogbreed.resume), Lightning's own resume, test and
-validate (through the trainer's checkpoint plugin, dogbreed.checkpoint_io), a model folder's weights.pt
-(dogbreed.export) and `model.weights=<file>` (dogbreed.network).
+readers: fit()'s resume and finished-run checks (dogbreed.training.resume), Lightning's own resume, test and
+validate (through the trainer's checkpoint plugin, dogbreed.training.checkpoint_io), a model
+folder's weights.pt
+(dogbreed.modeldir.export) and `model.weights=<file>` (dogbreed.model.network).
 
 No type is allow-listed: the checkpoints Lightning writes for this project (loops, callbacks, optimiser and
 scheduler states, hyperparameters, the datamodule's epoch) hold plain values only. This module imports
@@ -22,7 +23,7 @@ from typing import IO, Any
 
 import torch
 
-from dogbreed.errors import UserError
+from dogbreed.config.errors import UserError
 
 
 class CheckpointError(UserError):

@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from dogbreed.preprocessing import Preprocessing
+from dogbreed.data.preprocessing import Preprocessing
 
 # The "jet" ramp as anchor colours: dark blue (no evidence) through cyan, yellow, to dark red (most).
 _RAMP_AT = np.array([0.0, 0.125, 0.375, 0.625, 0.875, 1.0])

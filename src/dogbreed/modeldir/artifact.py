@@ -12,7 +12,7 @@ model/
 
 Needs the `onnx` extra (onnx, onnxruntime); OpenVINO, when installed, is checked too.
 
-    python -m dogbreed.export optimize <model_dir> --calibration <image folder> [--quantize int8|none]
+    python -m dogbreed.cli.optimize <model_dir> --calibration <image folder> [--quantize int8|none]
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogbreed.acceleration import available_cpus
-from dogbreed.export import (
+from dogbreed.files import write_text_atomic
+from dogbreed.hardware import available_cpus
+from dogbreed.modeldir.export import (
     ARTIFACTS_KEY,
     CONFIG_FILE,
     INT8_FILE,
@@ -40,9 +41,8 @@ from dogbreed.export import (
     BreedModel,
     load_model,
 )
-from dogbreed.files import write_text_atomic
-from dogbreed.onnx_conversion import ArtifactError, export_onnx, quantize_int8
-from dogbreed.runtimes import RuntimeUnavailable, available_runtimes, import_runtime, open_session
+from dogbreed.modeldir.onnx_conversion import ArtifactError, export_onnx, quantize_int8
+from dogbreed.modeldir.runtimes import RuntimeUnavailable, available_runtimes, import_runtime, open_session
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from dogbreed.acceleration import configure_backends, maybe_compile, resolve_precision
-from dogbreed.config_schema import check_train_config
-from dogbreed.evaluation import run_outcomes, write_evaluation_report
-from dogbreed.export import export_model, load_model
+from dogbreed.config.schema import check_train_config
+from dogbreed.config.secrets import config_for_records
 from dogbreed.files import write_text_atomic
-from dogbreed.metric_lines import format_metric_lines
-from dogbreed.model_archive import add_inference_code
-from dogbreed.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
-from dogbreed.secrets import config_for_records
+from dogbreed.modeldir.archive import add_inference_code
+from dogbreed.modeldir.export import export_model, load_model
 from dogbreed.tracking.manifest import MANIFEST_FILE, build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card
+from dogbreed.training.acceleration import configure_backends, maybe_compile, resolve_precision
+from dogbreed.training.evaluation import run_outcomes, write_evaluation_report
+from dogbreed.training.metric_lines import format_metric_lines
+from dogbreed.training.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def fit(
         add_inference_code(model_dir)
         log.info("exported model to %s", model_dir)
         if (cfg.get("onnx") or {}).get("enabled"):
-            from dogbreed.inference_artifact import add_artifact_after_training
+            from dogbreed.modeldir.artifact import add_artifact_after_training
 
             add_artifact_after_training(model_dir, cfg.onnx, datamodule)
 

@@ -9,7 +9,7 @@ A model holding the optimised inference artifact also lists the runtime that `en
 (OpenVINO): the container installs it at start-up, which needs PyPI (see docs/serving-performance.md for
 endpoints under network isolation).
 
-    python -m dogbreed.model_archive runs/train/<run>/model [--out model.tar.gz]
+    python -m dogbreed.modeldir.archive runs/train/<run>/model [--out model.tar.gz]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 import dogbreed
-from dogbreed.export import CONFIG_FILE, WEIGHTS_FILE
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
+from dogbreed.modeldir.export import CONFIG_FILE, WEIGHTS_FILE
 
 CODE_DIR = "code"
 ENTRY_POINT = "inference.py"
@@ -32,7 +32,7 @@ ENTRY_POINT = "inference.py"
 ENTRY_POINT_SOURCE = '''"""SageMaker inference entry point (shipped as code/inference.py inside model.tar.gz).
 
 The PyTorch inference container puts code/ on sys.path; code/dogbreed holds the modules of this project's
-package that inference imports (copied by `dogbreed.model_archive`), so the container needs no extra pip
+package that inference imports (copied by `dogbreed.modeldir.archive`), so the container needs no extra pip
 install of the project.
 """
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from dogbreed.secrets import mask_secrets
+from dogbreed.config.secrets import mask_secrets
 
 EXIT_USER_ERROR = 2  # what argparse and Hydra use for a bad command line
 
@@ -36,10 +36,10 @@ FIXABLE_ERRORS = {
     "dogbreed.data.layout": ("DataLayoutError",),
     "dogbreed.data.images": ("BadImageError",),
     "dogbreed.data.download": ("DownloadError",),
-    "dogbreed.network": ("WeightsUnavailableError",),
-    "dogbreed.export": ("ModelDirError",),
-    "dogbreed.search_space": ("SearchSpaceError",),
-    "dogbreed.tuning_objective": ("TuneConfigError",),
+    "dogbreed.model.network": ("WeightsUnavailableError",),
+    "dogbreed.modeldir.export": ("ModelDirError",),
+    "dogbreed.tuning.search_space": ("SearchSpaceError",),
+    "dogbreed.tuning.objective": ("TuneConfigError",),
     "dogbreed.sagemaker.session": ("SageMakerSetupError",),
     "dogbreed.sagemaker.container": ("ChannelLayoutError",),
     "dogbreed.tracking.mlflow_run": ("MissingExtraError",),

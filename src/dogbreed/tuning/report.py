@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from dogbreed.config.overrides import TUNE_ONLY_KEYS, format_override, without_keys
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.files import write_text_atomic
-from dogbreed.overrides import TUNE_ONLY_KEYS, format_override, without_keys
-from dogbreed.secrets import mask_secrets
 
 if TYPE_CHECKING:  # optuna is the tune extra; a SageMaker tuning job's results are written without it
     import optuna

@@ -1,7 +1,8 @@
 """Per-class accuracy, the confusion matrix image and the most confused pairs, for a run or a saved model,
-as CSV files, a PNG and one HTML page (dogbreed.evaluation_page) with a gallery of telling test photos.
+as CSV files, a PNG and one HTML page (dogbreed.tracking.evaluation_page) with a gallery of telling
+test photos.
 
-`python -m dogbreed.evaluation MODEL_DIR SPLIT_DIR [--out DIR]` evaluates an exported model/ on any
+`python -m dogbreed.training.evaluation MODEL_DIR SPLIT_DIR [--out DIR]` evaluates an exported model/ on any
 ImageFolder split whose class folders match the model's.
 """
 
@@ -16,8 +17,14 @@ from pathlib import Path
 
 import torch
 
-from dogbreed.evaluation_page import REPORT_FILE, Outcome, draw_gallery, pick_gallery, write_report_page
-from dogbreed.export import BreedModel, display_name, load_model
+from dogbreed.modeldir.export import BreedModel, display_name, load_model
+from dogbreed.tracking.evaluation_page import (
+    REPORT_FILE,
+    Outcome,
+    draw_gallery,
+    pick_gallery,
+    write_report_page,
+)
 
 
 def write_evaluation_report(
@@ -163,7 +170,7 @@ def evaluate_model_dir(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dogbreed.evaluation", description=__doc__.splitlines()[0]
+        prog="python -m dogbreed.training.evaluation", description=__doc__.splitlines()[0]
     )
     parser.add_argument("model_dir", help="an exported model/ directory")
     parser.add_argument("split_dir", help="an ImageFolder split, e.g. dogImages/test")

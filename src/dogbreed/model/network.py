@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
-from dogbreed.checkpoints import CheckpointError, read_checkpoint
-from dogbreed.choices import ARCHES, FREEZE_POLICIES
-from dogbreed.errors import ConfigValueError
+from dogbreed.config.choices import ARCHES, FREEZE_POLICIES
+from dogbreed.config.errors import ConfigValueError
+from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dogbreed.overrides import TUNE_ONLY_KEYS, without_keys
-from dogbreed.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
-from dogbreed.secrets import mask_secrets
+from dogbreed.config.overrides import TUNE_ONLY_KEYS, without_keys
+from dogbreed.config.secrets import mask_secrets
 from dogbreed.tracking.manifest import hydra_overrides
 from dogbreed.tracking.mlflow_study import log_study_result, nest_trial, study_parent_run
-from dogbreed.tuning_objective import TuneConfigError, objective_of
+from dogbreed.tuning.objective import TuneConfigError, objective_of
+from dogbreed.tuning.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from dogbreed.training import fit
+        from dogbreed.training.fit import fit
 
         params = suggest(trial, self.distributions)
         run_dir = self.trials_dir / f"{trial.number:04d}"

@@ -1,6 +1,6 @@
 """The trained network as ONNX, and its INT8 version calibrated on images (ONNX Runtime's quantiser).
 
-dogbreed.inference_artifact decides which versions a model directory keeps (parity with PyTorch, model.json);
+dogbreed.modeldir.artifact decides which versions a model directory keeps (parity with PyTorch, model.json);
 this module only makes them. Needs the `onnx` extra (onnx, onnxruntime).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogbreed.export import BreedModel
+from dogbreed.modeldir.export import BreedModel
 
 OPSET = 17
 # Histogram calibration keeps every calibrated tensor of the images it is fed before it folds them into

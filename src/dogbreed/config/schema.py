@@ -16,8 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from dogbreed.choices import ARCHES, BAD_IMAGE_POLICIES, DECODE_CHOICES, FREEZE_POLICIES
-from dogbreed.errors import ConfigValueError
+from dogbreed.config.choices import ARCHES, BAD_IMAGE_POLICIES, DECODE_CHOICES, FREEZE_POLICIES
+from dogbreed.config.errors import ConfigValueError
 
 SCHEDULERS = (None, "constant", "cosine")
 # ckpt_path values Lightning resolves itself rather than as a file.

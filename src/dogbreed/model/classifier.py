@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dogbreed.config_schema import SCHEDULERS, check_freeze_has_weights
-from dogbreed.errors import ConfigValueError
-from dogbreed.network import apply_freeze, build_network, frozen_batchnorm_eval
+from dogbreed.config.errors import ConfigValueError
+from dogbreed.config.schema import SCHEDULERS, check_freeze_has_weights
+from dogbreed.model.network import apply_freeze, build_network, frozen_batchnorm_eval
 
 
 class BreedClassifier(pl.LightningModule):

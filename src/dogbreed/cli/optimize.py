@@ -1,6 +1,6 @@
-"""python -m dogbreed.export optimize <model_dir> --calibration <image folder>
+"""python -m dogbreed.cli.optimize <model_dir> --calibration <image folder>
 
-Adds the optimised inference artifact (dogbreed.inference_artifact) to an exported model: one made before
+Adds the optimised inference artifact (dogbreed.modeldir.artifact) to an exported model: one made before
 the artifact existed, or with other settings. Prints each version's figures per runtime and which runtimes
 refused it. Exit status 0 when every version was kept for at least one runtime, 1 when one was refused by
 every runtime (disagreeing with the PyTorch network beyond the parity limits), 2 when nothing was made.
@@ -12,8 +12,7 @@ import argparse
 import logging
 import sys
 
-from dogbreed.export import ModelDirError
-from dogbreed.inference_artifact import (
+from dogbreed.modeldir.artifact import (
     DEFAULT_LIMITS,
     ArtifactError,
     ArtifactSettings,
@@ -24,11 +23,14 @@ from dogbreed.inference_artifact import (
     pick,
     summary,
 )
-from dogbreed.runtimes import RuntimeUnavailable
+from dogbreed.modeldir.export import ModelDirError
+from dogbreed.modeldir.runtimes import RuntimeUnavailable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.export", description=__doc__.splitlines()[2])
+    parser = argparse.ArgumentParser(
+        prog="python -m dogbreed.modeldir.export", description=__doc__.splitlines()[2]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     optimize = commands.add_parser("optimize", help="write model.onnx (and model.int8.onnx), parity checked")
     optimize.add_argument("model_dir")
@@ -86,3 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 Writes go to a temporary file renamed over the target when complete, so a run killed while saving keeps its
 previous checkpoint intact. Reads (resume with ckpt_path, test/validate with the best checkpoint) go through
-dogbreed.checkpoints.read_checkpoint, which refuses any file that is not plain data.
+dogbreed.model.checkpoints.read_checkpoint, which refuses any file that is not plain data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from dogbreed.checkpoints import read_checkpoint
+from dogbreed.model.checkpoints import read_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from dogbreed.metric_lines import format_metric_lines
+from dogbreed.training.metric_lines import format_metric_lines
 
 
 class MetricLinePrinter(pl.Callback):

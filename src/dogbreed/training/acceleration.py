@@ -8,24 +8,17 @@ on most CPUs without AMX).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from dogbreed.hardware import available_cpus  # noqa: F401 - callers here and in training
+
 log = logging.getLogger(__name__)
 
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which containers and taskset restrict)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def uses_cuda(accelerator: str) -> bool:

@@ -4,9 +4,9 @@ model/
   weights.pt        state dict of the network, loadable with torch.load(weights_only=True)
   model.json        architecture, head, class names and preprocessing settings (and the run's manifest)
   README.md         the model card (dogbreed.tracking.model_card), written after evaluation
-  model.onnx, model.int8.onnx   the optimised inference artifact (dogbreed.inference_artifact), when made
+  model.onnx, model.int8.onnx   the optimised inference artifact (dogbreed.modeldir.artifact), when made
 
-    python -m dogbreed.export optimize <model_dir> --calibration <image folder>   (see main())
+    python -m dogbreed.cli.optimize <model_dir> --calibration <image folder>   (see main())
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dogbreed.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.data.images import load_rgb, to_rgb
 from dogbreed.data.layout import class_name_problem
+from dogbreed.data.preprocessing import Preprocessing, PreprocessingError
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
-from dogbreed.network import build_network
-from dogbreed.preprocessing import Preprocessing, PreprocessingError
+from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
+from dogbreed.model.network import build_network
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-ARTIFACTS_KEY = "artifacts"  # model.json's record of the optimised artifacts (dogbreed.inference_artifact)
+ARTIFACTS_KEY = "artifacts"  # model.json's record of the optimised artifacts (dogbreed.modeldir.artifact)
 # Made from one set of weights: never carried into a new export (the new weights get their own).
 ARTIFACT_FILES = (ONNX_FILE, INT8_FILE)
 
@@ -246,14 +246,3 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Bre
         ) from exc
     net = net.to(memory_format=torch.channels_last)
     return BreedModel(net, class_names, preprocessing, arch).to(device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m dogbreed.export optimize <model_dir> --calibration <image folder>: see optimize_command."""
-    from dogbreed.optimize_command import main as optimize_main
-
-    return optimize_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

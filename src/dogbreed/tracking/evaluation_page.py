@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from dogbreed.export import BreedModel, display_name
-from dogbreed.gradcam import gradcam, network_view, overlay
+from dogbreed.model.gradcam import gradcam, network_view, overlay
+from dogbreed.modeldir.export import BreedModel, display_name
 
 REPORT_FILE = "evaluation.html"
 GALLERY_SIZE = 8  # photos in each half of the gallery
@@ -199,7 +199,8 @@ def _gallery(gallery: tuple[list[GalleryEntry], list[GalleryEntry]] | None, clas
     if gallery is None:
         return (
             "<section><h2>Gallery</h2><p>This evaluation kept no per-image answers (a multi-process "
-            "run, or no exported model): <code>python -m dogbreed.evaluation MODEL_DIR SPLIT_DIR</code> "
+            "run, or no exported model): "
+            "<code>python -m dogbreed.training.evaluation MODEL_DIR SPLIT_DIR</code> "
             "draws the gallery.</p></section>"
         )
     mistakes, unsure = gallery

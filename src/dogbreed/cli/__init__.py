@@ -1,0 +1,1 @@
+"""command lines (python -m dogbreed.cli.<name>); nothing imports them."""

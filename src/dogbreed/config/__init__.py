@@ -1,0 +1,1 @@
+"""the configuration: schema, allowed choices, the override codec, errors, secret masking."""

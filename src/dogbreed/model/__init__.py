@@ -1,0 +1,1 @@
+"""the network and the LightningModule."""

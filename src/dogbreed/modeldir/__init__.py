@@ -1,0 +1,1 @@
+"""the model folder: format, writer, reader, predictor, ONNX/INT8 versions, runtimes, archive."""

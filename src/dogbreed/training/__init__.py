@@ -1,0 +1,1 @@
+"""fit and its stages, callbacks, the checkpoint loader, resume, evaluation, metric lines."""

@@ -1,0 +1,1 @@
+"""the Optuna study, the objective, the search space, the report."""
