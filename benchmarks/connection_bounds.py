@@ -16,174 +16,26 @@ Starts serve/deploy.py on a free port, then:
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
-import resource
-import socket
-import struct
 import sys
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.load_test import get_json, local_server, percentiles  # noqa: E402
-
-HOST = "127.0.0.1"
-
-
-def ordinary_jpeg(side: int = 200) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (side, side), (40, 160, 90)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _segment(marker: int, payload: bytes) -> bytes:
-    return struct.pack(">HH", 0xFF00 | marker, len(payload) + 2) + payload
-
-
-def _eob_runs(blocks: int) -> bytes:
-    """Entropy-coded data of one AC scan that skips `blocks` blocks with end-of-band runs (EOBn symbols
-    with 4-bit codes n, then n bits of run length), padded with ones and byte-stuffed."""
-    bits: list[int] = []
-    while blocks:
-        n = min(blocks.bit_length() - 1, 14)
-        run = min(blocks, (1 << (n + 1)) - 1)
-        bits += [(n >> i) & 1 for i in range(3, -1, -1)]
-        bits += [((run - (1 << n)) >> i) & 1 for i in range(n - 1, -1, -1)]
-        blocks -= run
-    bits += [1] * (-len(bits) % 8)
-    out = bytearray()
-    for i in range(0, len(bits), 8):
-        out.append(int("".join(map(str, bits[i : i + 8])), 2))
-        if out[-1] == 0xFF:
-            out.append(0)
-    return bytes(out)
-
-
-def many_scan_jpeg(width: int = 8000, height: int = 8000, scans: int = 1000) -> bytes:
-    """A valid grayscale progressive JPEG with no DC scan and `scans` identical AC scans: a few bytes each,
-    while the decoder walks every block of the image in each (issue: the CPU bomb)."""
-    symbols = bytes(n << 4 for n in range(15))  # EOB0 .. EOB14
-    counts = bytes([0, 0, 0, len(symbols)] + [0] * 12)  # all of them 4-bit codes
-    head = [
-        b"\xff\xd8",
-        _segment(0xDB, b"\x00" + b"\x01" * 64),
-        _segment(0xC2, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00"),
-        _segment(0xC4, b"\x10" + counts + symbols),
-    ]
-    blocks = -(-width // 8) * -(-height // 8)
-    scan = _segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + _eob_runs(blocks)
-    return b"".join([*head, scan * scans, b"\xff\xd9"])
-
-
-def rgba_png_request(images: int = 32, size: tuple[int, int] = (2000, 1250)) -> bytes:
-    """A JSON request of `images` half-transparent RGBA PNGs: slow to decode per pixel (the alpha is
-    composited on white), yet small to send."""
-    w, h = size
-    arr = np.zeros((h, w, 4), np.uint8)
-    arr[..., 0] = (np.arange(w) % 256)[None, :]
-    arr[..., 1] = (np.arange(h) % 256)[:, None]
-    arr[..., 3] = 128
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGBA").save(buf, "PNG")
-    one = base64.b64encode(buf.getvalue()).decode()
-    return json.dumps({"images": [one] * images}).encode()
-
-
-def post(port: int, body: bytes, content_type: str) -> tuple[int, dict, float]:
-    """(status, JSON answer, seconds) of POST /invocations on a connection of its own."""
-    import http.client
-
-    start = time.monotonic()
-    conn = http.client.HTTPConnection(HOST, port, timeout=120)
-    try:
-        conn.request("POST", "/invocations", body=body, headers={"Content-Type": content_type})
-        response = conn.getresponse()
-        body = response.read()
-        answer = json.loads(body) if response.getheader("content-type") == "application/json" else {}
-        return response.status, answer, time.monotonic() - start
-    finally:
-        conn.close()
-
-
-def timed_get(port: int, path: str) -> tuple[int, float]:
-    import http.client
-
-    start = time.monotonic()
-    conn = http.client.HTTPConnection(HOST, port, timeout=120)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status, time.monotonic() - start
-    finally:
-        conn.close()
-
-
-def tree_pss_mb(pid: int) -> float:
-    """Proportional set size of `pid` and every process under it (its preprocessing workers and their
-    fork server), in MB: shared pages counted once in all."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    tree = [pid]
-    for parent in tree:
-        tree += [child for child, of in parents.items() if of == parent]
-    total_kb = 0
-    for member in tree:
-        try:
-            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        total_kb += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
-    return round(total_kb / 1024, 1)
-
-
-def allow_open_files(count: int) -> None:
-    """Raise this process's soft open-file limit to `count` if it is lower (the hard limit permitting)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < count:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(count, hard), hard))
-
-
-@contextmanager
-def idle_sockets(port: int, count: int) -> Iterator[list[socket.socket]]:
-    """`count` connections to the server that send nothing."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(socket.create_connection((HOST, port), timeout=10)) for _ in range(count)]
-
-
-def still_open(sockets: list[socket.socket]) -> int:
-    """How many of `sockets` the server has not closed (a closed one reads as end of file at once)."""
-    count = 0
-    for sock in sockets:
-        sock.setblocking(False)  # with a timeout set, recv would wait for data first
-        try:
-            count += sock.recv(1, socket.MSG_PEEK) != b""
-        except BlockingIOError:
-            count += 1  # nothing to read and no end of file: open
-        except OSError:
-            pass  # reset by the server
-    return count
-
-
-def wait_until_busy(port: int, timeout_s: float = 30.0) -> None:
-    """Poll /stats until a preprocessing worker holds a request."""
-    deadline = time.monotonic() + timeout_s
-    while get_json(HOST, port, "/stats").get("preprocess_workers_busy", 0) < 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError("no preprocessing worker became busy")
-        time.sleep(0.01)  # polling interval; the condition is the server's own count
+from tests.hostile_images import many_scan_jpeg, ordinary_jpeg, rgba_png_request  # noqa: E402
+from tests.http_client import (  # noqa: E402
+    HOST,
+    allow_open_files,
+    get_json,
+    idle_sockets,
+    local_server,
+    post,
+    still_open,
+    timed_get,
+    tree_pss_mb,
+    wait_until_busy,
+)
+from tests.load_mix import percentiles  # noqa: E402
 
 
 def slow_and_ordinary(port: int, slow: bytes, content_type: str) -> dict:

@@ -38,7 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from benchmarks.hostile_images import many_scan_jpeg, tiff_im_polyglot  # noqa: E402
+from tests.hostile_images import many_scan_jpeg, tiff_im_polyglot  # noqa: E402
 
 RESIZE_SIZE = 232  # ResNet50's resize at 224 px: the JPEG draft size a default model decodes with
 UNLIMITED = {

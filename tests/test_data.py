@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.load_test import decompression_bomb_png
 from dogbreed.data import BadImageError, DataLayoutError, DogBreedDataModule
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.data.images import load_rgb
 from dogbreed.data.layout import inspect_layout
+from tests.hostile_images import decompression_bomb_png
 from tests.images import gradient, jpeg_bytes, write_awkward_images
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.hostile_images import many_scan_jpeg, tiff_im_polyglot
 from dogbreed.data.folders import BreedImageFolder
 from dogbreed.data.image_cost import PEAK_BYTES_PER_PIXEL
 from dogbreed.data.images import IMAGE_FORMATS, ImageLimits, check_readable, load_rgb, read_header
 from dogbreed.serving.decoding import RequestLimits, decode_image, read_request
 from dogbreed.serving.errors import BadRequestError, PayloadTooLargeError
+from tests.hostile_images import many_scan_jpeg, tiff_im_polyglot
 from tests.images import gradient
 from tests.serving_support import encode
 

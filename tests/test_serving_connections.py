@@ -14,21 +14,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from benchmarks.connection_bounds import (
-    idle_sockets,
-    ordinary_jpeg,
-    post,
-    rgba_png_request,
-    still_open,
-    timed_get,
-    wait_until_busy,
-)
-from benchmarks.load_test import get_json, local_server
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.export import export_model
 from dogbreed.serving.errors import BadRequestError
 from dogbreed.serving.responses import parse_output_options
+from tests.hostile_images import ordinary_jpeg, rgba_png_request
+from tests.http_client import (
+    get_json,
+    idle_sockets,
+    local_server,
+    post,
+    still_open,
+    timed_get,
+    wait_until_busy,
+)
 from tests.serving_support import invoke
 
 MAX_CONNECTIONS = 200

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load_test import free_port
 from tests.conftest import ROOT, TINY
+from tests.http_client import free_port
 from tests.serving_support import invoke, request, wait_until_ready
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from benchmarks.load_test import free_port
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
 from dogbreed.modeldir.export import load_model
@@ -26,6 +25,7 @@ from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config
 from tests.artifact_support import runtime_blocker
 from tests.conftest import CONF_DIR, ROOT, TINY
+from tests.http_client import free_port
 from tests.serving_support import invoke, request, running_server, through_sagemaker_handler
 
 pytest.importorskip("openvino")

@@ -16,20 +16,20 @@ from typing import TypeVar
 import pytest
 from PIL import Image
 
-from benchmarks.load_test import (
-    black_png,
-    deep_json,
-    huge_int_json,
-    huge_key_json,
-    jpeg_with_corrupt_exif,
-    local_server,
-    pixel_budget_json,
-)
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.export import export_model
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.decoding import RequestLimits
+from tests.hostile_images import (
+    black_png,
+    deep_json,
+    huge_int_json,
+    huge_key_json,
+    jpeg_with_corrupt_exif,
+    pixel_budget_json,
+)
+from tests.http_client import local_server
 from tests.serving_support import encode, invoke, request, running_server
 
 T = TypeVar("T")

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load_test import (
+from dogbreed.data.preprocessing import preprocessing_for
+from dogbreed.model.network import build_network
+from dogbreed.modeldir.archive import pack_model
+from dogbreed.modeldir.export import export_model
+from dogbreed.serving.app import ServerSettings, create_app
+from tests.conftest import ROOT
+from tests.hostile_images import (
     black_png,
     deep_json,
     huge_int_json,
@@ -16,12 +22,6 @@ from benchmarks.load_test import (
     jpeg_with_corrupt_exif,
     pixel_budget_json,
 )
-from dogbreed.data.preprocessing import preprocessing_for
-from dogbreed.model.network import build_network
-from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import export_model
-from dogbreed.serving.app import ServerSettings, create_app
-from tests.conftest import ROOT
 from tests.serving_support import invoke, running_server, through_sagemaker_handler
 
 pytest.importorskip("sagemaker_pytorch_serving_container")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.hostile_images import many_scan_jpeg, tiff_im_polyglot
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.export import export_model
@@ -22,6 +21,7 @@ from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.engine import InferenceEngine
 from dogbreed.serving.errors import PayloadTooLargeError
+from tests.hostile_images import many_scan_jpeg, tiff_im_polyglot
 from tests.serving_support import encode, invoke, running_server
 from tests.test_serving_hostile import assert_client_error, peak_memory_growth
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.load_test import decompression_bomb_png
 from dogbreed.serving.batching import DynamicBatcher
 from dogbreed.serving.decoding import RequestLimits, decode_image, read_request
 from dogbreed.serving.errors import (
@@ -21,6 +20,7 @@ from dogbreed.serving.errors import (
     UnsupportedMediaTypeError,
 )
 from dogbreed.serving.responses import OutputOptions, build_response, parse_output_options
+from tests.hostile_images import decompression_bomb_png
 from tests.serving_support import encode
 
 PHOTO = Image.new("RGB", (48, 40), (180, 120, 60))

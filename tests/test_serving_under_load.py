@@ -11,21 +11,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.load_test import (
-    BAD_KINDS,
-    GOOD,
-    checks,
-    decompression_bomb_png,
-    local_server,
-    ping_status,
-    request_plan,
-    run_load,
-    send_all,
-)
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.export import export_model
+from tests.hostile_images import decompression_bomb_png
+from tests.http_client import local_server, ping_status
 from tests.images import gradient, jpeg_bytes
+from tests.load_mix import BAD_KINDS, GOOD, checks, request_plan, run_load, send_all
 
 # What each bad kind's message says with deploy.yaml's default limits (6 MiB bodies, 40 MP images).
 MESSAGES = {

@@ -12,7 +12,15 @@ used by benchmarks/image_budget.py and by the tests that show each is refused be
 
 from __future__ import annotations
 
+import base64
+import functools
+import io
+import json
 import struct
+import zlib
+
+import numpy as np
+from PIL import Image
 
 SHORT, LONG = 3, 4
 
@@ -88,3 +96,91 @@ def many_scan_jpeg(
         + body
         + b"\xff\xd9"
     )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@functools.cache
+def decompression_bomb_png(side: int = 30_000) -> bytes:
+    """A real, valid 1-bit PNG of side x side black pixels (900 MP at 30000) in about 110 KB.
+
+    Decoded it would take 900 MB as 8-bit grayscale (2.7 GB as RGB); a server that checks the header's
+    size first refuses it without decoding anything."""
+    row = b"\x00" + bytes((side + 7) // 8)  # filter byte + one bit per pixel
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@functools.cache
+def black_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height black pixels, a few bytes per thousand pixels: thin ones
+    (1 x 30,000) expand enormously when resized to a model's input, large ones test pixel budgets."""
+    row = b"\x00" + bytes((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    rows_per_chunk = max(1, 2**20 // len(row))
+    chunk = row * rows_per_chunk
+    parts = [compressor.compress(chunk) for _ in range(height // rows_per_chunk)]
+    parts += [compressor.compress(row * (height % rows_per_chunk)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_corrupt_exif(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A good JPEG whose EXIF block is not TIFF: Pillow reads it once, fails on a second parse."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "JPEG", exif=b"Exif\x00\x00XX\x00\x2a" + bytes(20))
+    return buf.getvalue()
+
+
+def deep_json(depth: int = 100_000) -> bytes:
+    return b'{"images": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def huge_int_json(digits: int = 5_000) -> bytes:
+    return b'{"image": ' + b"7" * digits + b"}"
+
+
+def huge_key_json(key_bytes: int = 5 * 2**20) -> bytes:
+    return b'{"' + b"k" * key_bytes + b'": 1}'
+
+
+def pixel_budget_json(images: int = 32, side: int = 6_300) -> bytes:
+    """`images` PNGs, each within the per-image pixel limit (side x side), together far over a request's."""
+    encoded = base64.b64encode(black_png(side, side)).decode()
+    return json.dumps({"images": [encoded] * images}).encode()
+
+
+def ordinary_jpeg(side: int = 200) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (40, 160, 90)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def rgba_png_request(images: int = 32, size: tuple[int, int] = (2000, 1250)) -> bytes:
+    """A JSON request of `images` half-transparent RGBA PNGs: slow to decode per pixel (the alpha is
+    composited on white), yet small to send."""
+    w, h = size
+    arr = np.zeros((h, w, 4), np.uint8)
+    arr[..., 0] = (np.arange(w) % 256)[None, :]
+    arr[..., 1] = (np.arange(h) % 256)[:, None]
+    arr[..., 3] = 128
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGBA").save(buf, "PNG")
+    one = base64.b64encode(buf.getvalue()).decode()
+    return json.dumps({"images": [one] * images}).encode()
