@@ -33,7 +33,12 @@ def test_nothing_a_training_run_may_import_is_serving_code():
     roots = ["training/fit.py", *(f"{t.replace('.', '/')}.py" for t in targets)]
     roots = [r if (package / r).is_file() else r.replace(".py", "/__init__.py") for r in roots]
     closure = {m.as_posix() for root in roots for m in imported_modules(package, root)}
-    assert {"model/classifier.py", "data/datamodule.py", "training/callbacks.py", "diagnostics/profiler.py"} <= closure
+    assert {
+        "model/classifier.py",
+        "data/datamodule.py",
+        "training/callbacks.py",
+        "diagnostics/profiler.py",
+    } <= closure
     assert "modeldir/archive.py" in closure
     assert not [m for m in closure if m.startswith("serving/")]
 

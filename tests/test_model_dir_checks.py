@@ -4,6 +4,7 @@ file is checked on read, and a model folder that fails is refused with the file 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,21 @@ from dogbreed.modeldir.export import ModelDirError, export_model, load_model, re
 from dogbreed.serving.engine import InferenceEngine
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_model(
         build_network("resnet18", 3, None),
-        tmp_path / "model",
+        tmp_path_factory.mktemp("model-dir-checks") / "model",
         arch="resnet18",
         class_names=["001.a", "002.b", "003.c"],
         preprocessing=preprocessing_for("resnet18", 64),
     )
+
+
+@pytest.fixture
+def model_dir(exported: Path, tmp_path: Path) -> Path:
+    """A copy of the exported model for one test to damage."""
+    return Path(shutil.copytree(exported, tmp_path / "model"))
 
 
 def edit_model_json(model_dir: Path, edit) -> None:

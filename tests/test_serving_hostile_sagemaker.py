@@ -20,7 +20,9 @@ from tests.hostile_images import (
     huge_int_json,
     huge_key_json,
     jpeg_with_corrupt_exif,
+    many_scan_jpeg,
     pixel_budget_json,
+    tiff_im_polyglot,
 )
 from tests.serving_support import invoke, running_server, through_sagemaker_handler
 
@@ -35,6 +37,8 @@ HOSTILE = {
     "huge_key_json": (huge_key_json(5 * 2**20), "application/json", 400),
     "garbage": (b"\x00garbage" * 100, "image/jpeg", 400),
     "corrupt_exif_jpeg": (jpeg_with_corrupt_exif(), "image/jpeg", 200),
+    "tiff_im_polyglot": (tiff_im_polyglot(20_000), "image/tiff", 200),  # the 16 x 16 TIFF it is
+    "jpeg_1000_scans": (many_scan_jpeg(13_000, 13_000, 1_000), "image/jpeg", 413),
 }
 
 
