@@ -73,8 +73,7 @@ def test_a_version_outside_the_limits_is_refused_with_a_message_and_never_served
     command = [
         sys.executable,
         "-m",
-        "dogbreed.modeldir.export",
-        "optimize",
+        "dogbreed.cli.optimize",
         str(model_dir),
         "--calibration",
         str(shapes3 / "train"),
