@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dogbreed.config.errors import UserError
 from dogbreed.config.overrides import override_key, overrides_from_hyperparameters
 from dogbreed.config.secrets import mask_secrets
 from dogbreed.data.layout import SPLITS
@@ -23,7 +24,7 @@ from dogbreed.data.layout import SPLITS
 log = logging.getLogger(__name__)
 
 
-class ChannelLayoutError(ValueError):
+class ChannelLayoutError(UserError, ValueError):
     """The job's input channels do not give train/ valid/ test/."""
 
 
