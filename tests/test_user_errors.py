@@ -158,7 +158,7 @@ FIXABLE = [
     ("dogbreed.tuning.search_space", "SearchSpaceError"),
     ("dogbreed.tuning.objective", "TuneConfigError"),
     ("dogbreed.sagemaker.session", "SageMakerSetupError"),
-    ("dogbreed.sagemaker.container", "ChannelLayoutError"),
+    ("dogbreed.sagemaker.container.overrides", "ChannelLayoutError"),
     ("dogbreed.tracking.mlflow_run", "MissingExtraError"),
 ]
 
