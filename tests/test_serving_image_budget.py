@@ -18,10 +18,11 @@ from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.export import export_model
 from dogbreed.serving import handler
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
 from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.engine import InferenceEngine
 from dogbreed.serving.errors import PayloadTooLargeError
+from dogbreed.serving.settings import ServerSettings
 from tests.serving_support import encode, invoke, running_server
 from tests.test_serving_hostile import assert_client_error, peak_memory_growth
 
