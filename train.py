@@ -20,6 +20,8 @@ from dogbreed.config.errors import exit_on_user_error  # noqa: E402
 from dogbreed.config.job_environment import JobEnvironment  # noqa: E402
 from dogbreed.config.schema import check_train_config  # noqa: E402
 
+JOB = JobEnvironment.from_environ(os.environ)  # the SageMaker job this runs in (empty outside one)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
@@ -29,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
         from dogbreed.sagemaker.container.entry import container_callbacks
         from dogbreed.training.fit import fit
 
-        metrics = fit(cfg, extra_callbacks=container_callbacks(JobEnvironment.from_environ(os.environ)))
+        metrics = fit(cfg, extra_callbacks=container_callbacks(JOB))
         return metrics.get("val/loss")
     if cfg.backend.name == "sagemaker":
         from dogbreed.sagemaker.training_job import attach, launch_training
@@ -47,7 +49,6 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     from dogbreed.sagemaker.container.entry import enter_job_environment, sagemaker_argv
 
-    job = JobEnvironment.from_environ(os.environ)
-    sys.argv = sagemaker_argv(sys.argv, job)
-    enter_job_environment(job, os.environ)
+    sys.argv = sagemaker_argv(sys.argv, JOB)
+    enter_job_environment(JOB, os.environ)
     main()

@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from functools import cache
 from typing import Any, TypeVar
 
 from dogbreed.config.errors import ConfigValueError
@@ -104,6 +105,7 @@ ENDPOINT_VARIABLES = {
 LIMIT_VARIABLE_PREFIX = "DOGBREED_"  # DOGBREED_MAX_PIXELS -> RequestLimits.max_pixels, and so on
 
 
+@cache  # the handler reads its settings on every request
 def config_fields(cls: type) -> dict[str, Any]:
     """A settings dataclass's keys in the config -> their types (nested settings are not keys)."""
     hints = typing.get_type_hints(cls)
