@@ -134,7 +134,7 @@ def _typed(kind: Any, value: Any, where: str) -> Any:
 def settings_of(cls: type[T], values: Mapping[str, Any], where: Callable[[str], str]) -> T:
     """The dataclass `cls` from the keys of `values` that name its fields; the others keep their default.
     `where(key)` names the key for an error message (`server.port`, `DOGBREED_TOPK`)."""
-    kinds = config_fields(cls)
+    kinds = config_fields(typing.cast(type, cls))
     given = {key: _typed(kinds[key], value, where(key)) for key, value in values.items() if key in kinds}
     return cls(**given)
 
