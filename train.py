@@ -9,13 +9,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-if "SM_TRAINING_ENV" in os.environ or "SM_MODEL_DIR" in os.environ:
-    # Inside a SageMaker job the project arrives as source (train.py, conf/, src/), not pip-installed.
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+SOURCE = Path(__file__).resolve().parent / "src"
+if SOURCE.is_dir():
+    # A checkout's train.py runs its own library: inside a SageMaker job the project arrives as source
+    # (train.py, conf/, src/), not pip-installed.
+    sys.path.insert(0, str(SOURCE))
 
 # After the path is set: inside a job these come from the source above.
 from dogbreed.config.errors import exit_on_user_error  # noqa: E402
+from dogbreed.config.job_environment import JobEnvironment  # noqa: E402
 from dogbreed.config.schema import check_train_config  # noqa: E402
+
+JOB = JobEnvironment.from_environ(os.environ)  # the SageMaker job this runs in (empty outside one)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -23,10 +28,10 @@ from dogbreed.config.schema import check_train_config  # noqa: E402
 def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     if cfg.backend.name in ("local", "sagemaker_job"):  # train in this process: here, or inside a job
-        from dogbreed.sagemaker.container import container_callbacks
+        from dogbreed.sagemaker.container.entry import container_callbacks
         from dogbreed.training.fit import fit
 
-        metrics = fit(cfg, extra_callbacks=container_callbacks())
+        metrics = fit(cfg, extra_callbacks=container_callbacks(JOB))
         return metrics.get("val/loss")
     if cfg.backend.name == "sagemaker":
         from dogbreed.sagemaker.training_job import attach, launch_training
@@ -42,8 +47,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from dogbreed.sagemaker.container import enter_job_environment, sagemaker_argv
+    from dogbreed.sagemaker.container.entry import enter_job_environment, sagemaker_argv
 
-    sys.argv = sagemaker_argv(sys.argv, os.environ)
-    enter_job_environment(os.environ)
+    sys.argv = sagemaker_argv(sys.argv, JOB)
+    enter_job_environment(JOB, os.environ)
     main()

@@ -22,7 +22,8 @@ from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.model.network import build_network, load_backbone_weights
 from dogbreed.modeldir.export import ModelDirError, export_model, load_model
-from dogbreed.sagemaker.container import CHECKPOINT_OWNER_FILE, argv_to_overrides
+from dogbreed.sagemaker.container.overrides import argv_to_overrides
+from dogbreed.sagemaker.container.resume import CHECKPOINT_OWNER_FILE
 from dogbreed.sagemaker.results import attach_training
 from dogbreed.sagemaker.session import make_session
 from dogbreed.sagemaker.source_bundle import stage_source

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_RULE_DEFAULTS
-from dogbreed.diagnostics.outcomes import LOCAL_KEYS, sagemaker_rule_parameters
 from dogbreed.diagnostics.profiler_rules import PROFILER_RULE_DEFAULTS
+from dogbreed.diagnostics.rule_settings import LOCAL_KEYS, sagemaker_rule_parameters
 from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 

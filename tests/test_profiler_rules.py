@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from dogbreed.diagnostics.outcomes import Finding, parse_rule_specs
+from dogbreed.diagnostics.outcomes import Finding
 from dogbreed.diagnostics.profiler_rules import (
     PROFILER_CHECKS,
     PROFILER_RULE_DEFAULTS,
     ProfileData,
     StepTiming,
 )
+from dogbreed.diagnostics.rule_settings import parse_rule_specs
 from dogbreed.diagnostics.system_monitor import SystemSample
 
 

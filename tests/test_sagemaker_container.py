@@ -11,21 +11,26 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.config.job_environment import JobEnvironment, in_sagemaker_job
 from dogbreed.config.overrides import (
     decode_hyperparameter,
     hyperparameters_from_overrides,
     overrides_from_hyperparameters,
 )
-from dogbreed.sagemaker.container import (
+from dogbreed.sagemaker.container.distributed import distributed_environment
+from dogbreed.sagemaker.container.entry import sagemaker_argv
+from dogbreed.sagemaker.container.overrides import (
     ChannelLayoutError,
     argv_to_overrides,
     container_overrides,
     data_root_from_channels,
-    distributed_environment,
-    sagemaker_argv,
 )
 
 TOOLKIT_TRAIN = Path(sys.executable).parent / "train"  # the sagemaker-training toolkit's entry point
+
+
+def job_of(environ: dict[str, str]) -> JobEnvironment:
+    return JobEnvironment.from_environ(environ)
 
 
 def test_script_mode_argv_becomes_hydra_overrides():
@@ -38,25 +43,51 @@ def test_script_mode_argv_becomes_hydra_overrides():
 
 
 def test_outside_sagemaker_argv_is_untouched():
-    assert sagemaker_argv(["train.py", "--x", "1"], environ={}) == ["train.py", "--x", "1"]
+    assert sagemaker_argv(["train.py", "--x", "1"], job_of({})) == [
+        "train.py",
+        "--x",
+        "1",
+    ]
+
+
+def test_the_job_environment_is_parsed_once_into_one_object(tmp_path):
+    env = {
+        "SM_TRAINING_ENV": json.dumps({"job_name": "job-b"}),
+        "SM_HPS": json.dumps({"model.lr": 0.1}),
+        "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
+        "SM_MODEL_DIR": "/opt/ml/model",
+        "SM_HOSTS": '["algo-2", "algo-1"]',
+        "SM_CURRENT_HOST": "algo-2",
+        "SAGEMAKER_BASE_DIR": str(tmp_path),
+    }
+    job = job_of(env)
+    assert job.inside_job and in_sagemaker_job(env) and not in_sagemaker_job({})
+    assert job.job_name == "job-b" and job.hyperparameters == {"model.lr": 0.1}
+    assert job.channels == {"train": Path("/opt/ml/input/data/train")}
+    assert job.model_dir == Path("/opt/ml/model") and job.base_dir == tmp_path
+    assert job.hosts == ("algo-1", "algo-2") and job.current_host == "algo-2"
+    # SageMaker's own TRAINING_JOB_NAME wins over the toolkit's copy; broken JSON reads as absent.
+    other = job_of({**env, "TRAINING_JOB_NAME": "job-c", "SM_HOSTS": "[", "SM_HPS": "{"})
+    assert other.job_name == "job-c" and other.hosts == () and other.hyperparameters == {}
+    assert not job_of({}).inside_job
 
 
 def test_channels_named_after_the_splits_give_their_parent(tmp_path):
     env = {f"SM_CHANNEL_{s.upper()}": str(tmp_path / "data" / s) for s in ("train", "valid", "test")}
-    assert data_root_from_channels(env) == tmp_path / "data"
+    assert data_root_from_channels(job_of(env)) == tmp_path / "data"
 
 
 def test_one_channel_holding_the_splits_or_a_folder_of_them(tmp_path):
     for split in ("train", "valid", "test"):
         (tmp_path / "data" / "dogImages" / split).mkdir(parents=True)
     assert (
-        data_root_from_channels({"SM_CHANNEL_DATA": str(tmp_path / "data")})
+        data_root_from_channels(job_of({"SM_CHANNEL_DATA": str(tmp_path / "data")}))
         == tmp_path / "data" / "dogImages"
     )
     nested = tmp_path / "data" / "dogImages"
-    assert data_root_from_channels({"SM_CHANNEL_TRAINING": str(nested)}) == nested
+    assert data_root_from_channels(job_of({"SM_CHANNEL_TRAINING": str(nested)})) == nested
     with pytest.raises(ChannelLayoutError, match=r"\['a', 'b'\]"):
-        data_root_from_channels({"SM_CHANNEL_A": "/x", "SM_CHANNEL_B": "/y"})
+        data_root_from_channels(job_of({"SM_CHANNEL_A": "/x", "SM_CHANNEL_B": "/y"}))
 
 
 def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
@@ -66,17 +97,17 @@ def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
         "TRAINING_JOB_NAME": "job-a",
     }
     job = ["trainer.enable_progress_bar=true", "model.lr=0.01"]
-    placed = dict(o.split("=", 1) for o in container_overrides(job, env))
+    placed = dict(o.split("=", 1) for o in container_overrides(job, job_of(env)))
     assert placed["backend"] == "sagemaker_job" and placed["model_dir"] == str(tmp_path / "model")
     own = tmp_path / "checkpoints" / "job-a"  # one folder per job under the synced location
     assert placed["callbacks.last_checkpoint.dirpath"] == str(own)
     assert "trainer.enable_progress_bar" not in placed and "ckpt_path" not in placed
     (own / "last.ckpt").write_bytes(b"")
     # A spot restart: same job, same hyperparameters -> resumes.
-    placed = dict(o.split("=", 1) for o in container_overrides(job, env))
+    placed = dict(o.split("=", 1) for o in container_overrides(job, job_of(env)))
     assert placed["ckpt_path"] == str(own / "last.ckpt")
     # Written with other hyperparameters -> not resumed, moved aside (kept), and the job starts fresh.
-    placed = dict(o.split("=", 1) for o in container_overrides(["model.lr=0.1"], env))
+    placed = dict(o.split("=", 1) for o in container_overrides(["model.lr=0.1"], job_of(env)))
     assert "ckpt_path" not in placed
     assert (tmp_path / "checkpoints" / "job-a.foreign-1" / "last.ckpt").is_file()
     assert not (own / "last.ckpt").exists()
@@ -89,14 +120,16 @@ def test_each_host_of_a_multi_instance_job_gets_its_node_rank():
         "SM_CURRENT_HOST": "algo-2",
         "SM_NETWORK_INTERFACE_NAME": "eth0",
     }
-    assert distributed_environment(env) == {
+    assert distributed_environment(job_of(env)) == {
         "NODE_RANK": "1",
         "MASTER_ADDR": "algo-1",
         "MASTER_PORT": "7777",
         "GLOO_SOCKET_IFNAME": "eth0",
     }
-    assert "++trainer.num_nodes=2" in container_overrides([], {**env, "SAGEMAKER_BASE_DIR": "/nonexistent"})
-    assert distributed_environment({**env, "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1"}) == {}
+    elsewhere = job_of({**env, "SAGEMAKER_BASE_DIR": "/nonexistent"})
+    assert "++trainer.num_nodes=2" in container_overrides([], elsewhere)
+    alone = {**env, "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1"}
+    assert distributed_environment(job_of(alone)) == {}
 
 
 def test_a_tuning_jobs_own_hyperparameters_are_not_hydra_overrides():

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from dogbreed.diagnostics.outcomes import sagemaker_rule_parameters
+from dogbreed.diagnostics.rule_settings import sagemaker_rule_parameters
 from dogbreed.model.network import build_network
 from dogbreed.sagemaker.container.smdebug_hook import debugger_callbacks, trainable_modules
 from dogbreed.sagemaker.session import SageMakerSetupError

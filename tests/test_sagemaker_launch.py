@@ -207,6 +207,7 @@ def test_source_bundle_holds_the_entry_point_config_and_library(tmp_path):
     assert (staged / "train.py").read_text() == (ROOT / "train.py").read_text()
     assert (staged / "conf" / "backend" / "sagemaker.yaml").is_file()
     assert (staged / "src" / "dogbreed" / "training" / "fit.py").is_file()
+    assert (staged / "src" / "dogbreed" / "config" / "job_environment.py").is_file()
     assert not list(Path(staged).rglob("__pycache__"))
     assert "lightning" in (staged / "requirements.txt").read_text()
 

@@ -21,8 +21,8 @@ from dogbreed.modeldir.archive import pack_model
 from dogbreed.modeldir.export import load_model
 from dogbreed.modeldir.onnx_conversion import export_onnx
 from dogbreed.modeldir.runtimes import OpenVinoSession
-from dogbreed.serving.app import ServerSettings, create_app
-from dogbreed.serving.server import settings_from_config
+from dogbreed.serving.app import create_app
+from dogbreed.serving.settings import ServerSettings, settings_from_config
 from tests.artifact_support import runtime_blocker
 from tests.conftest import CONF_DIR, ROOT, TINY
 from tests.http_client import free_port

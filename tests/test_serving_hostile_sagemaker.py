@@ -12,7 +12,8 @@ from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
 from dogbreed.modeldir.export import export_model
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
+from dogbreed.serving.settings import ServerSettings
 from tests.conftest import ROOT
 from tests.hostile_images import (
     black_png,

@@ -17,10 +17,11 @@ from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.export import export_model
 from dogbreed.serving import handler
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
 from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.engine import InferenceEngine
 from dogbreed.serving.errors import PayloadTooLargeError
+from dogbreed.serving.settings import ServerSettings
 from tests.hostile_images import many_scan_jpeg, tiff_im_polyglot
 from tests.serving_support import encode, invoke, running_server
 from tests.test_serving_hostile import assert_client_error, peak_memory_growth
@@ -42,7 +43,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def port(model_dir: Path):
-    settings = ServerSettings(threads=1, preprocess_threads=1, max_wait_ms=0, limits=RequestLimits())
+    settings = ServerSettings(threads=1, preprocess_workers=1, max_wait_ms=0, limits=RequestLimits())
     with running_server(create_app(model_dir, settings)) as port:
         yield port
 

@@ -17,9 +17,10 @@ from PIL import Image
 
 from dogbreed.data.embedded import generate_dataset
 from dogbreed.modeldir.export import display_name
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
 from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.explain import explainer_for
+from dogbreed.serving.settings import ServerSettings
 from tests.browser import Console, chromium
 from tests.conftest import TINY, compose_config
 from tests.serving_support import invoke, request, running_server

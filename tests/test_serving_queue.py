@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
+from dogbreed.serving.settings import ServerSettings
 from tests.serving_support import invoke, request, running_server
 
 pytestmark = pytest.mark.slow  # needs the shared tiny training run

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from dogbreed.modeldir.archive import ENTRY_POINT_SOURCE, REQUIREMENTS, pack_model
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
 from dogbreed.serving.engine import available_cpus
+from dogbreed.serving.settings import ServerSettings
 from tests.conftest import ROOT
 from tests.serving_support import encode, invoke, running_server, through_sagemaker_handler
 

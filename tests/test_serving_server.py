@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from dogbreed.modeldir.export import load_model
-from dogbreed.serving.app import ServerSettings, create_app
+from dogbreed.serving.app import create_app
 from dogbreed.serving.client import EndpointError, predict_files
 from dogbreed.serving.decoding import RequestLimits
+from dogbreed.serving.settings import ServerSettings
 from tests.serving_support import encode, invoke, request, running_server
 
 pytestmark = pytest.mark.slow  # needs the shared tiny training run

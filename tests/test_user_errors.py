@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.config.errors import ConfigValueError, exit_on_user_error, one_line
+from dogbreed.config.errors import (
+    ConfigValueError,
+    UserError,
+    exit_on_user_error,
+    one_line,
+    user_error_message,
+)
 from dogbreed.config.schema import check_train_config
 from tests.conftest import ROOT, compose_config
 
@@ -139,3 +146,38 @@ def test_multi_line_messages_become_one_line():
         one_line(message)
         == "folder d is not usable: missing split folder d/valid; empty class folder d/train/a"
     )
+
+
+FIXABLE = [
+    ("dogbreed.data.layout", "DataLayoutError"),
+    ("dogbreed.data.images", "BadImageError"),
+    ("dogbreed.data.download", "DownloadError"),
+    ("dogbreed.model.network", "WeightsUnavailableError"),
+    ("dogbreed.model.checkpoints", "CheckpointError"),
+    ("dogbreed.modeldir.export", "ModelDirError"),
+    ("dogbreed.tuning.search_space", "SearchSpaceError"),
+    ("dogbreed.tuning.objective", "TuneConfigError"),
+    ("dogbreed.sagemaker.session", "SageMakerSetupError"),
+    ("dogbreed.sagemaker.container.overrides", "ChannelLayoutError"),
+    ("dogbreed.tracking.mlflow_run", "MissingExtraError"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), FIXABLE, ids=[name for _, name in FIXABLE])
+def test_every_fixable_error_is_a_user_error(module, name):
+    error_type = getattr(importlib.import_module(module), name)
+    assert issubclass(error_type, UserError)
+
+
+def test_a_user_error_raised_under_another_is_found():
+    class FolderError(UserError, ValueError):
+        pass
+
+    try:
+        try:
+            raise FolderError("folder d is not usable:\n  - missing d/valid")
+        except FolderError as error:
+            raise RuntimeError("instantiate failed") from error
+    except RuntimeError as wrapped:
+        assert user_error_message(wrapped) == "folder d is not usable: missing d/valid"
+    assert user_error_message(KeyError("a bug")) is None

@@ -29,7 +29,7 @@ from dogbreed.modeldir.runtimes import RuntimeUnavailable
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m dogbreed.modeldir.export", description=__doc__.splitlines()[2]
+        prog="python -m dogbreed.cli.optimize", description=__doc__.splitlines()[2]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     optimize = commands.add_parser("optimize", help="write model.onnx (and model.int8.onnx), parity checked")

@@ -22,28 +22,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UserError(Exception):
-    """A mistake the user can fix; the message names the config key or file, and the fix."""
+    """A mistake the user can fix; the message names the config key or file, and the fix.
+
+    Every fixable error of the library subclasses it (keeping its other base, e.g. ValueError, for callers
+    that catch that), so telling a user error from a program fault is one isinstance check.
+    """
 
 
 class ConfigValueError(UserError, ValueError):
     """A config value of the wrong type or outside what the key allows."""
 
-
-# Errors whose messages already name the key or file and the fix, raised by modules that know nothing of
-# the command line. They are matched by name here, and only when their module is loaded (an exception of a
-# module that was never imported cannot be one of them), so reporting an error imports nothing.
-FIXABLE_ERRORS = {
-    "dogbreed.data.layout": ("DataLayoutError",),
-    "dogbreed.data.images": ("BadImageError",),
-    "dogbreed.data.download": ("DownloadError",),
-    "dogbreed.model.network": ("WeightsUnavailableError",),
-    "dogbreed.modeldir.export": ("ModelDirError",),
-    "dogbreed.tuning.search_space": ("SearchSpaceError",),
-    "dogbreed.tuning.objective": ("TuneConfigError",),
-    "dogbreed.sagemaker.session": ("SageMakerSetupError",),
-    "dogbreed.sagemaker.container": ("ChannelLayoutError",),
-    "dogbreed.tracking.mlflow_run": ("MissingExtraError",),
-}
 
 # Top-level modules of the optional extras in pyproject.toml -> the extra that installs them.
 EXTRAS = {
@@ -57,14 +45,6 @@ EXTRAS = {
     "sagemaker": "sagemaker",
     "smdebug": "smdebug",
 }
-
-
-def _fixable_types() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [UserError]
-    for module_name, names in FIXABLE_ERRORS.items():
-        module = sys.modules.get(module_name)
-        found += [getattr(module, name) for name in names if hasattr(module, name)]
-    return tuple(found)
 
 
 def _causes(exc: BaseException):
@@ -90,9 +70,8 @@ def one_line(message: str) -> str:
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for a user error somewhere in `exc`'s chain; None for a program fault."""
-    fixable = _fixable_types()
     for error in _causes(exc):
-        if isinstance(error, fixable):
+        if isinstance(error, UserError):
             return one_line(str(error))
         if isinstance(error, ModuleNotFoundError) and error.name:
             top = error.name.split(".")[0]

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from dogbreed.config.errors import UserError
 from dogbreed.data.layout import SPLITS
 
 DOG_IMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
@@ -26,7 +27,7 @@ _SPLITS_TEXT = "train/ valid/ test/"
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """The data set could not be fetched, verified or unpacked; the message names the URL or file at fault."""
 
 

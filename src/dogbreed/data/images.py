@@ -23,6 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from dogbreed.config.errors import UserError
 from dogbreed.data.image_cost import (
     decode_bytes,
     decode_work,
@@ -42,7 +43,7 @@ BAND_PIXELS = 1 << 18
 Source = bytes | str | Path | BinaryIO
 
 
-class BadImageError(ValueError):
+class BadImageError(UserError, ValueError):
     """An image file that cannot be decoded, or may not be; the message names the file."""
 
     def __init__(self, message: str, reason: str | None = None):

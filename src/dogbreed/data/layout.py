@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dogbreed.config.errors import UserError
+
 SPLITS = ("train", "valid", "test")
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(UserError, ValueError):
     """The data folder is not laid out as train/ valid/ test/ with the same class folders."""
 
 

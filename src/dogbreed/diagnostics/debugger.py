@@ -17,14 +17,9 @@ import torch
 from torch import nn
 
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_CHECKS, DEBUGGER_RULE_DEFAULTS, RECOMMENDATIONS
-from dogbreed.diagnostics.outcomes import (
-    Finding,
-    RuleOutcome,
-    act_on_issue,
-    outcome_from,
-    parse_rule_specs,
-)
+from dogbreed.diagnostics.outcomes import Finding, RuleOutcome, act_on_issue, outcome_from
 from dogbreed.diagnostics.rule_callback import RuleCallback
+from dogbreed.diagnostics.rule_settings import parse_rule_specs
 from dogbreed.diagnostics.tensor_history import TensorHistory, gradient_percentiles, layer_statistics
 
 log = logging.getLogger(__name__)

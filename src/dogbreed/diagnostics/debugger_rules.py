@@ -13,7 +13,8 @@ import math
 import re
 from collections.abc import Callable
 
-from dogbreed.diagnostics.outcomes import Finding, RuleSpec, rule_defaults
+from dogbreed.diagnostics.outcomes import Finding
+from dogbreed.diagnostics.rule_settings import RuleSpec, rule_defaults
 from dogbreed.diagnostics.tensor_history import TensorHistory
 
 # SageMaker's default parameters of each rule, as the rules config ships them.

@@ -22,14 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from dogbreed.diagnostics.outcomes import (
-    Finding,
-    RuleOutcome,
-    act_on_issue,
-    not_evaluated,
-    outcome_from,
-    parse_rule_specs,
-)
+from dogbreed.diagnostics.outcomes import Finding, RuleOutcome, act_on_issue, not_evaluated, outcome_from
 from dogbreed.diagnostics.profiler_rules import (
     PROFILER_CHECKS,
     PROFILER_RULE_DEFAULTS,
@@ -38,6 +31,7 @@ from dogbreed.diagnostics.profiler_rules import (
     StepTiming,
 )
 from dogbreed.diagnostics.rule_callback import RuleCallback
+from dogbreed.diagnostics.rule_settings import parse_rule_specs
 from dogbreed.diagnostics.system_monitor import SystemMonitor
 
 log = logging.getLogger(__name__)

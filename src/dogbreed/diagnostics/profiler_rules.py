@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dogbreed.diagnostics.outcomes import Finding, RuleSpec, rule_defaults, shipped_rule_settings
+from dogbreed.diagnostics.outcomes import Finding
+from dogbreed.diagnostics.rule_settings import RuleSpec, rule_defaults, shipped_rule_settings
 from dogbreed.diagnostics.system_monitor import SystemSample
 
 # SageMaker's default parameters of each rule, as the rules config ships them.

@@ -11,11 +11,11 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from dogbreed.config.choices import ARCHES, FREEZE_POLICIES
-from dogbreed.config.errors import ConfigValueError
+from dogbreed.config.errors import ConfigValueError, UserError
 from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights could not be fetched or read; the message names the override that avoids it."""
 
 

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dogbreed.config.errors import UserError
 from dogbreed.data.images import load_rgb, to_rgb
 from dogbreed.data.layout import class_name_problem
 from dogbreed.data.preprocessing import Preprocessing, PreprocessingError
@@ -39,7 +40,7 @@ ARTIFACTS_KEY = "artifacts"  # model.json's record of the optimised artifacts (d
 ARTIFACT_FILES = (ONNX_FILE, INT8_FILE)
 
 
-class ModelDirError(ValueError):
+class ModelDirError(UserError, ValueError):
     """A model directory that cannot be loaded; the message names the file and what is wrong."""
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dogbreed.diagnostics.outcomes import rule_defaults, rule_metric_name
+from dogbreed.diagnostics.outcomes import rule_metric_name
+from dogbreed.diagnostics.rule_settings import rule_defaults
 from dogbreed.training.metric_lines import METRIC_NAMES, metric_regex
 
 # debugger=on / profiler=on print one `rule/<name>=<status>` line per rule (diagnostics/outcomes.py).

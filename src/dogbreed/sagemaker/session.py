@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.config.errors import UserError
 from dogbreed.sagemaker.dry_run import DRY_RUN_BUCKET, DRY_RUN_ROLE, DryRun
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ CREDENTIAL_ERRORS = {
 }  # fmt: skip  (one set, read as a list)
 
 
-class SageMakerSetupError(RuntimeError):
+class SageMakerSetupError(UserError, RuntimeError):
     """Something to set before a job can start; the message is one line saying what."""
 
 

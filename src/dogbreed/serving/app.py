@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,7 +27,6 @@ from starlette.requests import ClientDisconnect
 
 from dogbreed.serving.admission import AdmissionLimit
 from dogbreed.serving.batching import DynamicBatcher
-from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads, resolve_device
 from dogbreed.serving.errors import (
     InternalServerError,
@@ -37,45 +35,14 @@ from dogbreed.serving.errors import (
     ServiceUnavailableError,
     ServingError,
 )
-from dogbreed.serving.explain import explainer_for
+from dogbreed.serving.explain import Explainer, explainer_for
 from dogbreed.serving.faults import RateLimitedFaultLog
 from dogbreed.serving.page import add_page
-from dogbreed.serving.preprocess_pool import (
-    DecodeBudget,
-    PreprocessPool,
-    RequestPreprocessor,
-    start_fork_server,
-)
+from dogbreed.serving.preprocess_pool import PreprocessPool, RequestPreprocessor, start_fork_server
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
+from dogbreed.serving.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    max_batch_size: int = 16
-    max_wait_ms: float = 5.0
-    threads: int | None = None  # torch intra-op threads; None: one per available CPU
-    # Processes parsing, decoding and resizing requests; None: half the CPUs, and at least 2, so that an
-    # ordinary request finds a free worker while a slow one decodes.
-    preprocess_workers: int | None = None
-    # The time a request may take in its worker (reading, checking, decoding, resizing), past which it
-    # is answered 413 and its worker killed and replaced: conf/deploy.yaml limits.decode_timeout_s and
-    # limits.decode_s_per_megapixel.
-    decode_budget: DecodeBudget = field(default_factory=DecodeBudget)
-    device: str = "auto"
-    # What runs the network: auto (the fastest ONNX runtime installed, on the model's optimised artifact,
-    # else torch) | openvino | onnxruntime | torch. `optimize` applies to torch only.
-    engine: str = "auto"
-    optimize: str = "fuse"
-    default_topk: int = 5
-    # A client that stops sending its body is answered 408 and disconnected after this long.
-    body_timeout_s: float = 30.0
-    # Images admitted and not yet answered; beyond it, 503 with Retry-After at once. None: no bound.
-    max_queue: int | None = 64
-    retry_after_s: int = 1
-    limits: RequestLimits = field(default_factory=RequestLimits)
-    page: bool = True  # the page at / for people to try the model (serving/page.py)
 
 
 async def read_body_within(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
@@ -112,10 +79,30 @@ def error_response(exc: ServingError, close: bool = False) -> Response:
     return Response(exc.body(), status_code=exc.status, headers=headers, media_type=JSON_ACCEPT)
 
 
-def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings()) -> FastAPI:
+def create_app(model_dir: str | Path, settings: ServerSettings | None = None) -> FastAPI:
     """The app loads the model at startup, so /ping answers 200 only once the model is ready."""
-    state: dict = {}
+    settings = settings or ServerSettings()
+    state: dict = {}  # engine, batcher, pool: set by the lifespan once the model is loaded
     admission = AdmissionLimit(settings.max_queue, settings.retry_after_s)
+    app = FastAPI(
+        title="dogbreed", lifespan=model_lifespan(model_dir, settings, state), redirect_slashes=False
+    )
+    app.state.serving = state
+    if settings.page:
+        add_page(app, model_dir, state)
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> Response:
+        return error_response(exc)
+
+    add_status_routes(app, state, admission)
+    explainer = explainer_for(model_dir, resolve_device(settings.device))
+    app.post("/invocations")(invocation_handler(settings, state, admission, explainer))
+    return app
+
+
+def model_lifespan(model_dir: str | Path, settings: ServerSettings, state: dict) -> Callable:
+    """Load the model, warm it up and start the batcher and the preprocessing workers; stop them at exit."""
 
     def run_batch(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return list(state["engine"].probabilities(torch.stack(tensors)))
@@ -153,17 +140,11 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             await batcher.stop()
             pool.close()
 
-    app = FastAPI(title="dogbreed", lifespan=lifespan, redirect_slashes=False)
-    app.state.serving = state
+    return lifespan
 
-    faults = RateLimitedFaultLog(log)
-    explainer = explainer_for(model_dir, resolve_device(settings.device))
-    if settings.page:
-        add_page(app, model_dir, state)
 
-    @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError) -> Response:
-        return error_response(exc)
+def add_status_routes(app: FastAPI, state: dict, admission: AdmissionLimit) -> None:
+    """GET /ping (200 once the model is ready) and GET /stats (what the batcher and the workers did)."""
 
     @app.api_route("/ping", methods=["GET", "HEAD"])
     async def ping() -> Response:
@@ -191,7 +172,13 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
             "decode_timeouts": state["pool"].timeouts,
         }
 
-    @app.post("/invocations")
+
+def invocation_handler(
+    settings: ServerSettings, state: dict, admission: AdmissionLimit, explainer: Explainer
+) -> Callable[[Request], Awaitable[Response]]:
+    """POST /invocations: admit, read the body, preprocess it in a worker, batch, answer."""
+    faults = RateLimitedFaultLog(log)
+
     async def invocations(request: Request) -> Response:
         # Every outcome is answered here, as a whole response: an exception left to Starlette would be
         # logged twice and the keep-alive connection dropped without a word to the client.
@@ -224,4 +211,4 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         finally:
             admission.release(held)
 
-    return app
+    return invocations

@@ -18,10 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -87,22 +85,6 @@ class RequestLimits:
             max_decode_bytes=self.max_decode_bytes,
             max_jpeg_scans=self.max_jpeg_scans,
         )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RequestLimits:
-        """DOGBREED_MAX_BODY_BYTES / _MAX_PIXELS / _MAX_IMAGES / _MAX_REQUEST_PIXELS / _MAX_ASPECT_RATIO /
-        _MAX_DECODE_BYTES / _MAX_JPEG_SCANS (a SageMaker model's environment)."""
-        values: dict[str, float] = {}
-        for f in fields(cls):
-            variable = f"DOGBREED_{f.name.upper()}"
-            raw = environ.get(variable)
-            if raw:
-                kind = float if f.type in (float, "float") else int
-                try:
-                    values[f.name] = kind(raw)
-                except ValueError:
-                    raise ValueError(f"{variable}={raw!r} must be a number ({kind.__name__})") from None
-        return cls(**values)  # type: ignore[arg-type]
 
 
 def parse_media_type(header: str | None) -> tuple[str, dict[str, str]]:

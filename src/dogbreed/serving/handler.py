@@ -5,11 +5,11 @@
 text; `transform_fn` therefore answers errors itself: the status on TorchServe's context and the same short
 JSON body as the local server. `input_fn`/`predict_fn`/`output_fn` remain for callers outside the toolkit
 (the toolkit refuses a module offering both); a request takes the same path through them as through
-`transform_fn` (`predict_request`). Settings come
-from the model's environment variables, the only channel SageMaker offers:
-DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_ENGINE (auto|openvino|onnxruntime|torch, as `server.engine`),
-DOGBREED_OPTIMIZE (fuse|none|bf16, torch only), DOGBREED_TOPK, DOGBREED_THREADS and the limits of
-`RequestLimits.from_env`.
+`transform_fn` (`predict_request`). Settings come from the model's environment variables, the only channel
+SageMaker offers, read by serving/settings.py `endpoint_settings` into the local server's ServerSettings
+(same defaults): DOGBREED_DEVICE (auto|cpu|cuda), DOGBREED_ENGINE (auto|openvino|onnxruntime|torch, as
+`server.engine`), DOGBREED_OPTIMIZE (fuse|none|bf16, torch only), DOGBREED_TOPK, DOGBREED_THREADS and the
+request limits (DOGBREED_MAX_PIXELS, ...).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from dogbreed.serving.decoding import RequestLimits, read_request
+from dogbreed.serving.decoding import read_request
 from dogbreed.serving.engine import InferenceEngine, available_cpus, configure_threads, resolve_device
 from dogbreed.serving.errors import InternalServerError, ServingError
 from dogbreed.serving.explain import explainer_for
 from dogbreed.serving.faults import RateLimitedFaultLog
 from dogbreed.serving.responses import JSON_ACCEPT, build_response, encode_response, parse_output_options
+from dogbreed.serving.settings import endpoint_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -63,19 +64,21 @@ def toolkit_errors(func: F) -> F:
 def thread_count_for_workers(environ: Mapping[str, str] = os.environ) -> int:
     """The model server runs SAGEMAKER_MODEL_SERVER_WORKERS processes (one per CPU by default):
     share the CPUs between them instead of letting each one start a thread per CPU."""
-    if environ.get("DOGBREED_THREADS"):
-        return int(environ["DOGBREED_THREADS"])
+    threads = endpoint_settings(environ).threads
+    if threads is not None:
+        return threads
     workers = int(environ.get("SAGEMAKER_MODEL_SERVER_WORKERS") or available_cpus())
     return max(1, available_cpus() // max(1, workers))
 
 
 def model_fn(model_dir: str) -> InferenceEngine:
+    settings = endpoint_settings()
     threads = configure_threads(thread_count_for_workers())
     engine = InferenceEngine.load(
         model_dir,
-        device=os.environ.get("DOGBREED_DEVICE", "auto"),
-        optimize=os.environ.get("DOGBREED_OPTIMIZE", "fuse"),
-        engine=os.environ.get("DOGBREED_ENGINE", "auto"),
+        device=settings.device,
+        optimize=settings.optimize,
+        engine=settings.engine,
         threads=threads,
     )
     engine.warm_up()
@@ -95,7 +98,7 @@ class ReceivedRequest:
 def preprocess_request(engine: InferenceEngine, body: bytes | str, content_type: str | None) -> torch.Tensor:
     """The one way a handler turns a request into the network's input: read and check it against the model
     environment's limits with the model's JPEG draft size, as the local server does, then decode."""
-    images = read_request(body, content_type, RequestLimits.from_env(), engine.draft_size)
+    images = read_request(body, content_type, endpoint_settings().limits, engine.draft_size)
     return engine.preprocess_encoded(images)
 
 
@@ -116,7 +119,7 @@ def predict_fn(request: ReceivedRequest, engine: InferenceEngine) -> PredictionB
 
 @toolkit_errors
 def output_fn(prediction: PredictionBatch, accept: str | None) -> tuple[str, str]:
-    options = parse_output_options(accept, default_topk=int(os.environ.get("DOGBREED_TOPK", "5")))
+    options = parse_output_options(accept, default_topk=endpoint_settings().default_topk)
     body = build_response(prediction.probabilities, prediction.class_names, options)
     return encode_response(body), JSON_ACCEPT
 
@@ -133,11 +136,12 @@ def transform_fn(
     Under the toolkit `context` is TorchServe's (the toolkit passes it to a function taking one more
     argument); the error's status goes there. Without a context, errors are raised."""
     try:
-        options = parse_output_options(accept, default_topk=int(os.environ.get("DOGBREED_TOPK", "5")))
+        settings = endpoint_settings()
+        options = parse_output_options(accept, default_topk=settings.default_topk)
         batch = preprocess_request(engine, request_body, content_type)
         body = build_response(engine.probabilities(batch), engine.class_names, options)
         if options.explain:
-            device = resolve_device(os.environ.get("DOGBREED_DEVICE", "auto"))
+            device = resolve_device(settings.device)
             explainer_for(engine.model_dir, device).add_heatmaps(body, batch)
         return encode_response(body), JSON_ACCEPT
     except ServingError as exc:

@@ -37,6 +37,7 @@ from PIL import Image
 from dogbreed.serving.decoding import EncodedImage, RequestLimits, read_request
 from dogbreed.serving.engine import transform_encoded
 from dogbreed.serving.errors import PayloadTooLargeError, ServingError
+from dogbreed.serving.settings import DecodeBudget
 
 log = logging.getLogger(__name__)
 WORKER_STOP_TIMEOUT_S = 10.0
@@ -75,26 +76,6 @@ class RequestPreprocessor:
                 self.decode(self.check(png.getvalue(), "image/png"))
             except ServingError:  # limits that refuse even this: the requests will say so
                 pass
-
-
-@dataclass(frozen=True)
-class DecodeBudget:
-    """Seconds a request may take in its worker: `base_s` to read it and check its image headers, plus
-    `per_megapixel_s` for each megapixel decoding will produce. `base_s` None: no deadline."""
-
-    base_s: float | None = 2.0
-    per_megapixel_s: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.base_s is not None and self.base_s <= 0:
-            raise ValueError(f"decode_timeout_s={self.base_s} must be positive (or null: no deadline)")
-        if self.per_megapixel_s < 0:
-            raise ValueError(f"decode_s_per_megapixel={self.per_megapixel_s} must not be negative")
-
-    def seconds(self, decoded_pixels: int = 0) -> float | None:
-        if self.base_s is None:
-            return None
-        return self.base_s + self.per_megapixel_s * decoded_pixels / 1e6
 
 
 def _serve(conn: Connection, preprocessor: RequestPreprocessor) -> None:

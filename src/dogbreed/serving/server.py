@@ -1,4 +1,5 @@
-"""Run the local server from the deploy config (conf/deploy.yaml `server` and `limits`)."""
+"""Run the local server from the deploy config (conf/deploy.yaml `server` and `limits`, read by
+serving/settings.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from dogbreed.serving.app import ServerSettings, create_app
-from dogbreed.serving.decoding import RequestLimits
-from dogbreed.serving.preprocess_pool import DecodeBudget
+from dogbreed.serving.app import create_app
 from dogbreed.serving.protocol import bounded_protocol
+from dogbreed.serving.settings import ListenSettings, listen_settings, settings_from_config
 
 if TYPE_CHECKING:
     import uvicorn
@@ -19,37 +19,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Files the server holds besides its connections: the model's files, the workers' pipes, logs, the loop.
 FILES_BESIDES_CONNECTIONS = 64
-
-
-def settings_from_config(cfg: DictConfig) -> ServerSettings:
-    server, limits = cfg.server, cfg.limits
-    return ServerSettings(
-        max_batch_size=int(server.max_batch_size),
-        max_wait_ms=float(server.max_wait_ms),
-        threads=server.threads,
-        preprocess_workers=server.preprocess_workers,
-        device=str(server.device),
-        engine=str(server.engine),
-        optimize=str(server.optimize),
-        default_topk=int(server.default_topk),
-        body_timeout_s=float(server.body_timeout_s),
-        max_queue=None if server.max_queue is None else int(server.max_queue),
-        retry_after_s=int(server.retry_after_s),
-        page=bool(server.page),
-        decode_budget=DecodeBudget(
-            None if limits.decode_timeout_s is None else float(limits.decode_timeout_s),
-            float(limits.decode_s_per_megapixel),
-        ),
-        limits=RequestLimits(
-            max_body_bytes=int(limits.max_body_bytes),
-            max_pixels=int(limits.max_pixels),
-            max_images=int(limits.max_images),
-            max_request_pixels=int(limits.max_request_pixels),
-            max_aspect_ratio=float(limits.max_aspect_ratio),
-            max_decode_bytes=int(limits.max_decode_bytes),
-            max_jpeg_scans=int(limits.max_jpeg_scans),
-        ),
-    )
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
@@ -88,21 +57,22 @@ def open_file_room(connections: int) -> int:
     return max(room, 1)
 
 
-def uvicorn_config(app: object, server: DictConfig) -> uvicorn.Config:
-    """uvicorn's settings from conf/deploy.yaml `server`: idle connections are bounded and closed early by
-    the protocol (serving/protocol.py); requests in flight by the app's admission (`server.max_queue`).
-    uvicorn's own limit_concurrency stays off: it counts idle connections, so silent sockets would turn
-    every request into a 503."""
+def uvicorn_config(app: object, listen: ListenSettings) -> uvicorn.Config:
+    """uvicorn's settings from conf/deploy.yaml `server` (ListenSettings): idle connections are bounded
+    and closed early by the protocol (serving/protocol.py); requests in flight by the app's admission
+    (`server.max_queue`). uvicorn's own limit_concurrency stays off: it counts idle connections, so silent
+    sockets would turn every request into a 503."""
     import uvicorn
 
-    max_connections = None if server.max_connections is None else open_file_room(int(server.max_connections))
+    connections = listen.max_connections
+    max_connections = None if connections is None else open_file_room(connections)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
-        host=str(server.host),
-        port=int(server.port),
-        log_level=str(server.log_level),
-        http=bounded_protocol(float(server.header_timeout_s), max_connections),
-        timeout_keep_alive=int(server.keep_alive_timeout_s),
+        host=listen.host,
+        port=listen.port,
+        log_level=listen.log_level,
+        http=bounded_protocol(listen.header_timeout_s, max_connections),
+        timeout_keep_alive=listen.keep_alive_timeout_s,
     )
 
 
@@ -111,4 +81,4 @@ def serve_local(cfg: DictConfig) -> None:
     import uvicorn
 
     app = create_app(check_model_dir(cfg.model_dir), settings_from_config(cfg))
-    uvicorn.Server(uvicorn_config(app, cfg.server)).run()
+    uvicorn.Server(uvicorn_config(app, listen_settings(cfg))).run()

@@ -10,6 +10,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
+from dogbreed.config.errors import UserError
 from dogbreed.config.secrets import mask_secrets
 from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflow_job_tags
 
@@ -24,7 +25,7 @@ DIAGNOSTICS_FILES = (
 )
 
 
-class MissingExtraError(RuntimeError):
+class MissingExtraError(UserError, RuntimeError):
     """A configured logger needs an optional package that is not installed; the message says which extra."""
 
 

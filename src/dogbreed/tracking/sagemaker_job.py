@@ -3,13 +3,13 @@ commit, TensorBoard output, environment, requirements) and what a running job te
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dogbreed.config.job_environment import JobEnvironment
 from dogbreed.tracking.git_state import git_state, launcher_environment
 
 # Where SageMaker uploads TensorBoard files from (TensorBoardOutputConfig's default local path).
@@ -107,18 +107,9 @@ def job_tracking(
 
 def running_job(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The SageMaker training job this process runs in ({} outside one): name and ARN."""
-    job: dict[str, str] = {}
-    name = environ.get("TRAINING_JOB_NAME")
-    if not name and environ.get("SM_TRAINING_ENV"):
-        try:
-            name = json.loads(environ["SM_TRAINING_ENV"]).get("job_name")
-        except (json.JSONDecodeError, AttributeError):
-            name = None
-    if name:
-        job["name"] = str(name)
-    if environ.get("TRAINING_JOB_ARN"):
-        job["arn"] = environ["TRAINING_JOB_ARN"]
-    return job
+    job = JobEnvironment.from_environ(environ)
+    found = {"name": job.job_name, "arn": job.job_arn}
+    return {key: value for key, value in found.items() if value}
 
 
 def mlflow_job_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreed.config.errors import UserError
+
 DIRECTIONS = ("minimize", "maximize")
 
 
-class TuneConfigError(ValueError):
+class TuneConfigError(UserError, ValueError):
     """A `tune.*` setting that cannot work; the message names the key."""
 
 

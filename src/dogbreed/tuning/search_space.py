@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dogbreed.config.errors import UserError
+
 PARAM_TYPES = ("float", "int", "categorical")
 _KEYS = {
     "float": {"type", "low", "high", "log", "step"},
@@ -26,7 +28,7 @@ _KEYS = {
 }
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(UserError, ValueError):
     """A search-space entry that cannot be used; the message names the file and the parameter."""
 
 
