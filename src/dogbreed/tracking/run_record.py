@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dogbreed.config.secrets import config_for_records
+from dogbreed.config.secrets import config_for_records, mask_secrets
 from dogbreed.files import write_text_atomic
 
 CONFIG_FILE = "config.yaml"
@@ -43,8 +43,8 @@ class RunRecord:
 
 
 def new_run_record(cfg: DictConfig, manifest: Mapping[str, Any]) -> RunRecord:
-    """The record of a run about to train with `cfg`: its config as recorded, and its manifest."""
-    return RunRecord(config=config_for_records(cfg), manifest=dict(manifest))
+    """The record of a run about to train with `cfg`: its config as recorded and its manifest, masked."""
+    return RunRecord(config=config_for_records(cfg), manifest=mask_secrets(dict(manifest)))
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
