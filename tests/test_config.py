@@ -70,3 +70,33 @@ def test_default_config_is_resnet50_with_imagenet_weights_and_adamw_settings(tmp
     assert cfg.trainer.accelerator == "auto"
     assert cfg.data.root.endswith("dogImages")
     assert {"lr", "weight_decay", "eps", "betas"} <= set(cfg.model)
+
+
+def test_the_model_defaults_live_once_in_model_values():
+    """BreedClassifier's signature takes its defaults from ModelValues; the yaml Hydra reads repeats them."""
+    import dataclasses
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from dogbreed.config.schema import ModelValues
+
+    defaults = dataclasses.asdict(ModelValues())
+    signature = inspect.signature(BreedClassifier.__init__).parameters
+    assert set(signature) - {"self", "num_classes", "class_names", "head_only"} == set(defaults)
+    assert {name: signature[name].default for name in defaults} == defaults
+    composed = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "resnet50.yaml"))
+    settings = {key: value for key, value in composed.items() if not key.startswith("_")}
+    assert settings == {key: list(v) if isinstance(v, tuple) else v for key, v in defaults.items()}
+
+
+@pytest.mark.parametrize("value", ["linear", "Cosine"])
+def test_an_unknown_scheduler_is_refused_by_the_one_check(tmp_path, value):
+    from dogbreed.config.errors import ConfigValueError
+    from dogbreed.config.schema import check_train_config
+
+    cfg = compose_config(tmp_path, [f"model.scheduler={value}"])
+    with pytest.raises(
+        ConfigValueError, match=f"model.scheduler={value} is not one of null, constant, cosine"
+    ):
+        check_train_config(cfg)

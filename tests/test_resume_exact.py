@@ -103,6 +103,7 @@ def test_a_run_killed_after_epoch_1_resumes_as_if_never_stopped(overrides, unint
 
 def test_resuming_a_finished_run_keeps_its_metrics(overrides, uninterrupted, caplog):
     before = (uninterrupted / "metrics.json").read_text()
+    record = {name: (uninterrupted / name).read_text() for name in ("config.yaml", "manifest.json")}
     model_weights = (uninterrupted / "model" / "weights.pt").stat().st_mtime_ns
     with caplog.at_level("WARNING", logger="dogbreed.training.resume"):
         again = fit(compose_config(uninterrupted, [*overrides, "ckpt_path=last"]))
@@ -111,3 +112,5 @@ def test_resuming_a_finished_run_keeps_its_metrics(overrides, uninterrupted, cap
     assert {"train/loss", "val/loss", "test/acc"} <= set(again) and again["fit_seconds"] > 0.5
     assert (uninterrupted / "model" / "weights.pt").stat().st_mtime_ns == model_weights
     assert "nothing to resume" in caplog.text
+    # The run's record stays the one it was trained with: the resume's own config is not written over it.
+    assert {name: (uninterrupted / name).read_text() for name in record} == record

@@ -18,6 +18,13 @@ from dogbreed.tracking.data_manifest import data_manifest
 from dogbreed.tracking.git_state import git_state
 from dogbreed.tracking.manifest import build_manifest
 from dogbreed.tracking.model_card import write_model_card
+from dogbreed.tracking.run_record import (
+    RunRecord,
+    new_run_record,
+    read_run_record,
+    write_run_metrics,
+    write_run_record,
+)
 from dogbreed.tracking.sagemaker_job import (
     MLFLOW_REQUIREMENTS,
     TENSORBOARD_CONTAINER_DIR,
@@ -239,3 +246,23 @@ def _clean_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "SM_", "DOGBREED_GIT"))}
+
+
+def test_a_run_record_reads_back_as_written_with_references_kept_and_secrets_masked(tmp_path):
+    overrides = [
+        "data.root=${oc.env:DOGBREED_TEST_ROOT,/data}",
+        "data.url=https://fetch:hunter2-SECRET@data.example/x.zip",
+    ]
+    cfg = compose_config(tmp_path, [*TINY, *overrides])
+    run_dir = tmp_path / "run"
+    assert read_run_record(run_dir) == RunRecord()  # nothing there yet: each part None
+
+    write_run_record(run_dir, new_run_record(cfg, {"format_version": 1, "overrides": overrides}))
+    write_run_metrics(run_dir, {"test/acc": 0.5})
+    record = read_run_record(run_dir)
+    assert record.config["data"]["root"] == "${oc.env:DOGBREED_TEST_ROOT,/data}"  # as typed, unresolved
+    assert record.config["data"]["url"] == "https://fetch:***@data.example/x.zip"
+    assert record.config["model"]["arch"] == "resnet18"
+    assert record.metrics == {"test/acc": 0.5}
+    assert record.overrides == [overrides[0], "data.url=https://fetch:***@data.example/x.zip"]
+    assert "hunter2" not in "".join(path.read_text() for path in run_dir.iterdir())

@@ -26,6 +26,9 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 @dataclass
 class ModelValues:
+    """The model's settings and their defaults: the one home of both. BreedClassifier's signature takes its
+    defaults from here; conf/model/resnet50.yaml repeats them for Hydra and a test holds it to them."""
+
     arch: str = "resnet50"
     weights: str | None = "DEFAULT"
     freeze: str = "head"
@@ -34,6 +37,7 @@ class ModelValues:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: float = 0.0
     scheduler: str | None = None
     label_smoothing: float = 0.0
@@ -71,14 +75,19 @@ class RunValues:
     export: bool = True
 
 
-TYPE_NAMES = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+TYPE_NAMES = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "tuple[float, float]": "a pair of numbers, e.g. [0.9, 0.999]",
+}
 
 # (key, allowed, what is allowed): checked after the types, so `allowed` sees converted values.
 Rule = tuple[str, Callable[[Any], bool], str]
 RULES: list[Rule] = [
     ("model.arch", lambda v: v in ARCHES, f"one of {', '.join(ARCHES)}"),
     ("model.freeze", lambda v: v in FREEZE_POLICIES, f"one of {', '.join(FREEZE_POLICIES)}"),
-    ("model.scheduler", lambda v: v in SCHEDULERS, "null, constant or cosine"),
     # 0 is allowed: it freezes every weight, which the diagnostics' own checks use.
     ("model.lr", lambda v: v >= 0 and math.isfinite(v), "0 or a positive number, e.g. model.lr=1e-3"),
     ("model.weight_decay", lambda v: v >= 0, "0 or more"),
@@ -120,6 +129,12 @@ def _typed(section: str, node: Mapping[str, Any], schema: type) -> Any:
         raise ConfigValueError(f"{prefix}{key}={picked[key]} is not {expected}{optional}") from None
 
 
+def check_scheduler(scheduler: str | None) -> None:
+    """model.scheduler must name a schedule BreedClassifier.configure_optimizers knows."""
+    if scheduler not in SCHEDULERS:
+        raise ConfigValueError(f"model.scheduler={scheduler} is not one of null, constant, cosine")
+
+
 def check_freeze_has_weights(weights: str | None, freeze: str, allowed: bool) -> None:
     """A frozen backbone with random weights (model.weights=null) computes features that mean nothing."""
     if allowed or freeze not in ("head", "layer4"):
@@ -149,6 +164,7 @@ def check_train_config(cfg: DictConfig) -> None:
     if num_workers != "auto" and not (str(num_workers).isdigit()):
         raise ConfigValueError(f"data.num_workers={num_workers} is not allowed: use auto or 0 or more")
     model = values["model"]
+    check_scheduler(model.scheduler)
     check_freeze_has_weights(model.weights, model.freeze, model.allow_random_frozen_backbone)
     ckpt = run.ckpt_path
     is_file_path = ckpt and ckpt not in LIGHTNING_CKPT_NAMES and "://" not in ckpt

@@ -177,7 +177,10 @@ class FeatureDataModule(pl.LightningDataModule):
 
 
 def feature_datamodule(images, model, cache_dir: str | Path) -> FeatureDataModule:
-    """Swap the image data module for cached features; `model` must train its head only."""
+    """Swap the image data module for cached features; `model` must be built to run its head only
+    (BreedClassifier(head_only=True)): nothing here changes it."""
+    if not getattr(model, "head_only", False):
+        raise ValueError("cached features feed the head only: build the model with head_only=True")
     if model.hparams.freeze != "head":
         raise ValueError(
             f"feature_cache.enabled=true needs a frozen backbone (model.freeze=head), not "

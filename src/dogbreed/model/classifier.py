@@ -10,8 +10,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dogbreed.config.errors import ConfigValueError
-from dogbreed.config.schema import SCHEDULERS, check_freeze_has_weights
+from dogbreed.config.schema import ModelValues, check_freeze_has_weights, check_scheduler
 from dogbreed.model.network import apply_freeze, build_network, frozen_batchnorm_eval
 
 
@@ -22,27 +21,31 @@ class BreedClassifier(pl.LightningModule):
         self,
         num_classes: int,
         class_names: Sequence[str] | None = None,
-        arch: str = "resnet50",
-        weights: str | None = "DEFAULT",
-        head_hidden: int | None = None,
-        dropout: float = 0.0,
-        freeze: str = "head",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        eps: float = 1e-8,
-        betas: Sequence[float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        scheduler: str | None = None,
-        label_smoothing: float = 0.0,
-        channels_last: bool = True,
-        allow_random_frozen_backbone: bool = False,
+        # Defaults: config.schema.ModelValues, their one home (conf/model/*.yaml is checked against them).
+        arch: str = ModelValues.arch,
+        weights: str | None = ModelValues.weights,
+        head_hidden: int | None = ModelValues.head_hidden,
+        dropout: float = ModelValues.dropout,
+        freeze: str = ModelValues.freeze,
+        lr: float = ModelValues.lr,
+        weight_decay: float = ModelValues.weight_decay,
+        eps: float = ModelValues.eps,
+        betas: Sequence[float] = ModelValues.betas,
+        warmup_epochs: float = ModelValues.warmup_epochs,
+        scheduler: str | None = ModelValues.scheduler,
+        label_smoothing: float = ModelValues.label_smoothing,
+        channels_last: bool = ModelValues.channels_last,
+        allow_random_frozen_backbone: bool = ModelValues.allow_random_frozen_backbone,
+        head_only: bool = False,
     ) -> None:
         super().__init__()
-        if scheduler not in SCHEDULERS:
-            allowed = ", ".join(map(str, SCHEDULERS))
-            raise ConfigValueError(f"model.scheduler={scheduler} is not one of {allowed}")
+        check_scheduler(scheduler)
         check_freeze_has_weights(weights, freeze, allow_random_frozen_backbone)
-        self.save_hyperparameters()
+        # head_only is how this run feeds the model, not a setting of the model: checkpoints leave it out.
+        self.save_hyperparameters(ignore=["head_only"])
+        # True when training feeds cached backbone features (feature_cache with model.freeze=head): only the
+        # head runs; self.net stays the whole network, so checkpoints and the exported model are complete.
+        self.head_only = head_only
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.net = build_network(arch, num_classes, weights, head_hidden, dropout)
         apply_freeze(self.net, freeze)
@@ -59,10 +62,6 @@ class BreedClassifier(pl.LightningModule):
             | {f"{stage}_acc_top5": MulticlassAccuracy(num_classes, top_k=top5) for stage in ("val", "test")}
         )
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
-
-    # True when training feeds cached backbone features (feature_cache with model.freeze=head): only the
-    # head runs; self.net stays the whole network, so checkpoints and the exported model are complete.
-    head_only: bool = False
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.head_only:

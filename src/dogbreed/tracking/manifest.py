@@ -18,7 +18,6 @@ from dogbreed.tracking.data_manifest import data_manifest
 from dogbreed.tracking.git_state import git_state
 from dogbreed.tracking.sagemaker_job import running_job
 
-MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 PACKAGES = ("dogbreed", "torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "numpy", "pillow")
 OPTIONAL_PACKAGES = ("mlflow-skinny", "mlflow", "optuna", "sagemaker-training")

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 
 from dogbreed.config.errors import UserError
 from dogbreed.config.secrets import mask_secrets
+from dogbreed.tracking.run_record import RECORD_FILES
 from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflow_job_tags
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
@@ -85,7 +86,7 @@ def finish_mlflow_runs(
         client, run_id = logger.experiment, logger.run_id
         if "mean_class_accuracy" in summary:
             client.log_metric(run_id, "test/mean_class_accuracy", float(summary["mean_class_accuracy"]))
-        for name in ("manifest.json", "config.yaml", "metrics.json", "skipped_images.txt"):
+        for name in (*RECORD_FILES, "skipped_images.txt"):
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name))
         if (run_dir / "evaluation").is_dir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from dogbreed.training.metric_lines import format_metric_lines
+from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
 
 
 class MetricLinePrinter(pl.Callback):
@@ -14,8 +14,7 @@ class MetricLinePrinter(pl.Callback):
         # Runs after the epoch's validation, once the epoch-level train metrics are aggregated.
         if not trainer.is_global_zero:
             return
-        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-        metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items() if not k.endswith("_step")}
+        metrics = epoch_metrics(trainer.callback_metrics)
         print(f"epoch={trainer.current_epoch}\n{format_metric_lines(metrics)}", flush=True)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -43,19 +43,43 @@ def write_evaluation_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion = confusion.detach().cpu().long()
-    support = confusion.sum(dim=1)
-    correct = confusion.diag()
-    with open(out_dir / "per_class_accuracy.csv", "w", newline="") as f:
+    write_per_class_accuracy(confusion, class_names, out_dir / "per_class_accuracy.csv")
+    pairs = confused_pairs(confusion, class_names, top_pairs)
+    with open(out_dir / "confused_pairs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["true", "predicted", "count", "share_of_true"])
+        writer.writeheader()
+        writer.writerows(pairs)
+    _plot_confusion(confusion, class_names, out_dir / "confusion_matrix.png")
+    summary = accuracy_summary(confusion, pairs)
+    gallery = None
+    if outcomes is not None and model is not None:
+        mistakes, unsure = pick_gallery(outcomes)
+        drawn = draw_gallery(model, [*mistakes, *unsure])
+        gallery = (drawn[: len(mistakes)], drawn[len(mistakes) :])
+    write_report_page(
+        out_dir / REPORT_FILE, summary=summary, confusion=confusion, class_names=class_names, gallery=gallery
+    )
+    return summary
+
+
+def write_per_class_accuracy(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
+    """One row a class: its test images (support), how many were right, and the share (nan: no images)."""
+    support, correct = confusion.sum(dim=1), confusion.diag()
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "class", "support", "correct", "accuracy"])
         for i, name in enumerate(class_names):
             acc = correct[i].item() / support[i].item() if support[i] else float("nan")
             writer.writerow([i, name, support[i].item(), correct[i].item(), f"{acc:.4f}"])
 
+
+def confused_pairs(confusion: torch.Tensor, class_names: list[str], top_pairs: int) -> list[dict]:
+    """The `top_pairs` most frequent (true, predicted) mistakes, most frequent first."""
+    support = confusion.sum(dim=1)
     off_diagonal = confusion.clone()
     off_diagonal.fill_diagonal_(0)
     counts, flat = off_diagonal.flatten().sort(descending=True)
-    pairs = []
+    pairs: list[dict] = []
     for count, index in zip(counts.tolist(), flat.tolist(), strict=True):
         if count == 0 or len(pairs) == top_pairs:
             break
@@ -68,28 +92,19 @@ def write_evaluation_report(
                 "share_of_true": round(count / support[true].item(), 4),
             }
         )
-    with open(out_dir / "confused_pairs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["true", "predicted", "count", "share_of_true"])
-        writer.writeheader()
-        writer.writerows(pairs)
+    return pairs
 
-    _plot_confusion(confusion, class_names, out_dir / "confusion_matrix.png")
+
+def accuracy_summary(confusion: torch.Tensor, pairs: list[dict]) -> dict:
+    """Accuracy, mean per-class accuracy (classes with test images only) and the five most confused pairs."""
+    support, correct = confusion.sum(dim=1), confusion.diag()
     total = support.sum().item()
     per_class = correct.float() / support.clamp(min=1).float()
-    summary = {
+    return {
         "accuracy": correct.sum().item() / total if total else float("nan"),
         "mean_class_accuracy": per_class[support > 0].mean().item() if total else float("nan"),
         "most_confused": pairs[:5],
     }
-    gallery = None
-    if outcomes is not None and model is not None:
-        mistakes, unsure = pick_gallery(outcomes)
-        drawn = draw_gallery(model, [*mistakes, *unsure])
-        gallery = (drawn[: len(mistakes)], drawn[len(mistakes) :])
-    write_report_page(
-        out_dir / REPORT_FILE, summary=summary, confusion=confusion, class_names=class_names, gallery=gallery
-    )
-    return summary
 
 
 def run_outcomes(outcomes: tuple[torch.Tensor, ...] | None, datamodule: object) -> list[Outcome] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 # The metric names every run logs; SageMaker metric definitions are generated from this list.
 METRIC_NAMES = (
@@ -38,3 +39,10 @@ def metric_regex(name: str) -> str:
     because every name ends right before its `=`.
     """
     return rf"{re.escape(name)}={_NUMBER}"
+
+
+def epoch_metrics(callback_metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The epoch-level train/* and val/* figures among a trainer's callback metrics, `_epoch` suffix removed
+    (the per-step `_step` values left out)."""
+    picked = {k: float(v) for k, v in callback_metrics.items() if k.startswith(("val/", "train/"))}
+    return {k.removesuffix("_epoch"): v for k, v in picked.items() if not k.endswith("_step")}

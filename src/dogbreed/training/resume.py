@@ -21,7 +21,6 @@ the uninterrupted run's (what is exact is the shuffle order, the weights and the
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 
 from dogbreed.data.sampling import epoch_seed
 from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
+from dogbreed.tracking.run_record import METRICS_FILE, read_run_record
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ def finished_run_metrics(
     """The run's metrics.json when `checkpoint` is that of a run that already trained its `max_epochs` and
     wrote complete metrics: resuming it would train nothing and overwrite them with a summary of no
     training. None when there is something to resume (or nothing to read)."""
-    metrics_file = Path(run_dir) / "metrics.json"
-    if checkpoint is None or not metrics_file.is_file() or not max_epochs or max_epochs < 0:
+    if checkpoint is None or not max_epochs or max_epochs < 0:
         return None
     # "processed": epochs whose training and validation ran; the last epoch's checkpoint is written before
     # Lightning counts it "completed".
@@ -100,14 +99,14 @@ def finished_run_metrics(
     completed = progress.get("current", {}).get("processed", 0)
     if completed < max_epochs:
         return None
-    metrics = json.loads(metrics_file.read_text())
-    if not all(key in metrics for key in COMPLETE_METRICS):
+    metrics = read_run_record(run_dir).metrics
+    if metrics is None or not all(key in metrics for key in COMPLETE_METRICS):
         return None
     log.warning(
         "%s is the checkpoint of a finished run (%d of %d epochs): nothing to resume; %s is kept as it is",
         checkpoint.path,
         completed,
         max_epochs,
-        metrics_file,
+        Path(run_dir) / METRICS_FILE,
     )
     return metrics
