@@ -12,7 +12,9 @@ from PIL import Image
 
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import ModelDirError, display_name, export_model, load_model
+from dogbreed.modeldir.format import ModelDirError, display_name
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.training.evaluation import evaluate_model_dir
 
 
@@ -59,7 +61,7 @@ def test_bad_model_dirs_are_refused_with_the_file_named(trained_run, tmp_path):
     with pytest.raises(ModelDirError, match=r"weights\.pt is refused: it holds pickled Python objects"):
         load_model(broken)
     (broken / "weights.pt").unlink()
-    with pytest.raises(ModelDirError, match=r"weights\.pt is missing"):
+    with pytest.raises(ModelDirError, match=r"holds no weights\.pt"):
         load_model(broken)
 
 

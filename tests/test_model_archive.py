@@ -24,17 +24,22 @@ NOT_IN_THE_INFERENCE_CONTAINER = ("lightning", "hydra", "omegaconf", "optuna", "
 
 
 def test_nothing_a_training_run_may_import_is_serving_code():
-    # Read statically, so imports inside functions count too: what training.py imports, and what the
+    # Read statically, so imports inside functions count too: what training/fit.py imports, and what the
     # train config instantiates (model, data module, callbacks, debugger, profiler), and so on down.
     package = Path(dogbreed.__file__).parent
     targets = re.findall(
         r"_target_: dogbreed\.([\w.]+)\.\w+", "".join(f.read_text() for f in (ROOT / "conf").rglob("*.yaml"))
     )
-    roots = ["training.py", *(f"{t.replace('.', '/')}.py" for t in targets)]
+    roots = ["training/fit.py", *(f"{t.replace('.', '/')}.py" for t in targets)]
     roots = [r if (package / r).is_file() else r.replace(".py", "/__init__.py") for r in roots]
     closure = {m.as_posix() for root in roots for m in imported_modules(package, root)}
-    assert {"model.py", "data/datamodule.py", "callbacks.py", "diagnostics/profiler.py"} <= closure
-    assert "export.py" in closure and "model_archive.py" in closure
+    assert {
+        "model/classifier.py",
+        "data/datamodule.py",
+        "training/callbacks.py",
+        "diagnostics/profiler.py",
+    } <= closure
+    assert {"modeldir/writer.py", "modeldir/archive.py"} <= closure
     assert not [m for m in closure if m.startswith("serving/")]
 
 
@@ -56,8 +61,15 @@ def test_code_holds_only_inference_and_answers_without_the_rest_of_the_project(t
         tar.extractall(model_dir, filter="data")
     package = model_dir / CODE_DIR / "dogbreed"
     shipped = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
-    assert "serving/handler.py" in shipped and "export.py" in shipped
-    assert not {"training.py", "tuning.py", "sagemaker/__init__.py", "serving/app.py"} & shipped
+    # The handler and the model folder's reader with what it needs: format, predictor, runtimes.
+    assert {
+        "serving/handler.py",
+        "modeldir/format.py",
+        "modeldir/reader.py",
+        "modeldir/predictor.py",
+    } <= shipped
+    assert "modeldir/runtimes.py" in shipped
+    assert not {"training/fit.py", "tuning/study.py", "sagemaker/__init__.py", "serving/app.py"} & shipped
 
     image = io.BytesIO()
     Image.new("RGB", (48, 40), (200, 40, 40)).save(image, format="JPEG")

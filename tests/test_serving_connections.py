@@ -26,7 +26,7 @@ from benchmarks.connection_bounds import (
 from benchmarks.load_test import get_json, local_server
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.errors import BadRequestError
 from dogbreed.serving.responses import parse_output_options
 from tests.serving_support import invoke

@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from benchmarks.load_test import free_port
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import load_model
 from dogbreed.modeldir.onnx_conversion import export_onnx
+from dogbreed.modeldir.reader import load_model
 from dogbreed.modeldir.runtimes import OpenVinoSession
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.server import settings_from_config

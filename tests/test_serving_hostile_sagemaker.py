@@ -19,7 +19,7 @@ from benchmarks.load_test import (
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.app import ServerSettings, create_app
 from tests.conftest import ROOT
 from tests.serving_support import invoke, running_server, through_sagemaker_handler

@@ -16,7 +16,7 @@ from PIL import Image
 from benchmarks.hostile_images import many_scan_jpeg, tiff_im_polyglot
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving import handler
 from dogbreed.serving.app import ServerSettings, create_app
 from dogbreed.serving.decoding import RequestLimits

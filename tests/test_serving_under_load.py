@@ -24,7 +24,7 @@ from benchmarks.load_test import (
 )
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from tests.images import gradient, jpeg_bytes
 
 # What each bad kind's message says with deploy.yaml's default limits (6 MiB bodies, 40 MP images).

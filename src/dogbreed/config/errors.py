@@ -37,7 +37,6 @@ FIXABLE_ERRORS = {
     "dogbreed.data.images": ("BadImageError",),
     "dogbreed.data.download": ("DownloadError",),
     "dogbreed.model.network": ("WeightsUnavailableError",),
-    "dogbreed.modeldir.export": ("ModelDirError",),
     "dogbreed.tuning.search_space": ("SearchSpaceError",),
     "dogbreed.tuning.objective": ("TuneConfigError",),
     "dogbreed.sagemaker.session": ("SageMakerSetupError",),

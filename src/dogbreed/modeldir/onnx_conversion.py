@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogbreed.modeldir.export import BreedModel
+from dogbreed.modeldir.predictor import BreedModel
 
 OPSET = 17
 # Histogram calibration keeps every calibrated tensor of the images it is fed before it folds them into
