@@ -22,9 +22,11 @@ import tempfile
 from pathlib import Path
 
 import dogbreed
+from dogbreed.config.extras import requirement_of
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 from dogbreed.modeldir.format import ARTIFACTS_KEY, model_dir_problem
 from dogbreed.modeldir.reader import read_model_description
+from dogbreed.modeldir.runtimes import RUNTIME_MODULES, RUNTIMES
 
 CODE_DIR = "code"
 ENTRY_POINT = "inference.py"
@@ -50,10 +52,6 @@ numpy
 """
 
 
-# The runtimes engine=auto prefers, in order, for a model with an optimised artifact.
-RUNTIME_REQUIREMENTS = {"openvino": "openvino>=2024.4\n", "onnxruntime": "onnxruntime>=1.18\n"}
-
-
 def requirements_for(model_dir: Path) -> str:
     """REQUIREMENTS, plus the first runtime (OpenVINO, else ONNX Runtime) that may serve a version of the
     optimised artifact that model.json records as kept: checked with it and not refused by it."""
@@ -65,9 +63,9 @@ def requirements_for(model_dir: Path) -> str:
         for runtime in entry.get("parity") or {}
         if runtime not in (entry.get("refused") or {})
     }
-    for runtime, requirement in RUNTIME_REQUIREMENTS.items():
+    for runtime in RUNTIMES:  # the order engine=auto prefers them in
         if runtime in servable:
-            return REQUIREMENTS + requirement
+            return REQUIREMENTS + requirement_of(RUNTIME_MODULES[runtime]) + "\n"
     return REQUIREMENTS
 
 
