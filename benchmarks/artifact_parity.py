@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT / "src")]
 import torch  # noqa: E402
 
 from dogbreed.modeldir.artifact import Parity, batches, image_files, softmax  # noqa: E402
-from dogbreed.modeldir.export import load_model  # noqa: E402
+from dogbreed.modeldir.reader import load_model, read_model_description  # noqa: E402
 from dogbreed.modeldir.runtimes import available_runtimes, open_session  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
     model = load_model(model_dir)
-    config = json.loads((model_dir / "model.json").read_text())
+    config = read_model_description(model_dir).config
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
 

@@ -44,7 +44,7 @@ from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 def random_resnet50(folder: Path) -> Path:
     from dogbreed.data.preprocessing import preprocessing_for
     from dogbreed.model.network import build_network
-    from dogbreed.modeldir.export import export_model
+    from dogbreed.modeldir.writer import export_model
 
     names = [f"{i:03d}.Breed_{i}" for i in range(1, 134)]
     return export_model(

@@ -42,7 +42,8 @@ from load_test import load_images, local_server, percentiles, rss_mb, run_load  
 
 from dogbreed.data.preprocessing import Preprocessing, preprocessing_for  # noqa: E402
 from dogbreed.model.network import build_network  # noqa: E402
-from dogbreed.modeldir.export import export_model  # noqa: E402
+from dogbreed.modeldir.reader import read_model_description  # noqa: E402
+from dogbreed.modeldir.writer import export_model  # noqa: E402
 from dogbreed.serving import handler  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def ours(engine):
 
 def multiply_accumulates(model_dir: Path) -> int:
     """Multiply-accumulates of one forward pass at the model's crop size (convolutions and linear layers)."""
-    config = json.loads((model_dir / "model.json").read_text())
+    config = read_model_description(model_dir).config
     net = build_network(config["arch"], config["num_classes"], None, config["head_hidden"]).eval()
     total = 0
 
@@ -180,7 +181,7 @@ def main() -> None:
                 class_names=names,
                 preprocessing=preprocessing_for("resnet50", 224),
             )
-        config = json.loads((model_dir / "model.json").read_text())
+        config = read_model_description(model_dir).config
         report["model"] = f"{config['arch']}, {config['preprocessing']['crop_size']} px, " + (
             f"{config['num_classes']} classes"
         )

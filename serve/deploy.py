@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dogbreed.config.errors import ConfigValueError, exit_on_user_error
+from dogbreed.modeldir.format import model_dir_problem
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="deploy")
@@ -23,9 +24,10 @@ def main(cfg: DictConfig) -> None:
 
         if not cfg.get("model_dir"):
             raise ConfigValueError("backend=local needs model_dir=runs/train/<run>/model")
-        if not (Path(cfg.model_dir).expanduser() / "model.json").is_file():
+        why = model_dir_problem(Path(cfg.model_dir).expanduser())
+        if why:
             raise ConfigValueError(
-                f"model_dir={cfg.model_dir} is not an exported model (no model.json): "
+                f"model_dir={cfg.model_dir} {why}: it is not an exported model; "
                 "pass a run's model folder, e.g. model_dir=runs/train/<run>/model"
             )
         serve_local(cfg)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch._dynamo import register_backend
 
-from dogbreed.modeldir.export import load_model
+from dogbreed.modeldir.reader import load_model
 from dogbreed.training.acceleration import resolve_precision
 from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config

@@ -21,7 +21,9 @@ from dogbreed.config.overrides import hyperparameters_from_overrides
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.model.network import build_network, load_backbone_weights
-from dogbreed.modeldir.export import ModelDirError, export_model, load_model
+from dogbreed.modeldir.format import ModelDirError
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.sagemaker.container.overrides import argv_to_overrides
 from dogbreed.sagemaker.container.resume import CHECKPOINT_OWNER_FILE
 from dogbreed.sagemaker.results import attach_training

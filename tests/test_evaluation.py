@@ -9,7 +9,8 @@ import torch
 
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import export_model, load_model
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.tracking.evaluation_page import REPORT_FILE, Outcome, confused_classes
 from dogbreed.training.evaluation import write_evaluation_report
 from tests.images import gradient, jpeg_bytes

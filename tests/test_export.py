@@ -10,9 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from dogbreed.config.errors import user_error_message
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import ModelDirError, display_name, export_model, load_model
+from dogbreed.modeldir.format import ModelDirError, display_name, is_model_dir, model_dir_problem
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.training.evaluation import evaluate_model_dir
 
 
@@ -59,7 +62,7 @@ def test_bad_model_dirs_are_refused_with_the_file_named(trained_run, tmp_path):
     with pytest.raises(ModelDirError, match=r"weights\.pt is refused: it holds pickled Python objects"):
         load_model(broken)
     (broken / "weights.pt").unlink()
-    with pytest.raises(ModelDirError, match=r"weights\.pt is missing"):
+    with pytest.raises(ModelDirError, match=r"holds no weights\.pt"):
         load_model(broken)
 
 
@@ -89,3 +92,16 @@ def test_an_export_killed_midway_leaves_the_previous_model_whole(tmp_path, monke
     model = load_model(tmp_path / "model")  # the first export, whole
     assert all(torch.equal(first[k], v) for k, v in model.net.state_dict().items() if k in first)
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_one_check_says_whether_a_folder_is_a_model_folder(tmp_path):
+    assert model_dir_problem(tmp_path) == "holds no model.json" and not is_model_dir(tmp_path)
+    (tmp_path / "model.json").write_text("{}")
+    assert model_dir_problem(tmp_path) == "holds no weights.pt"
+    (tmp_path / "weights.pt").write_bytes(b"")
+    assert is_model_dir(tmp_path)
+    # Its error is a user error: one `error:` line naming the folder, no traceback.
+    assert (
+        user_error_message(ModelDirError(f"{tmp_path} holds no model.json"))
+        == f"{tmp_path} holds no model.json"
+    )

@@ -12,7 +12,8 @@ import torch
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import add_inference_code
-from dogbreed.modeldir.export import export_model, load_model
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 
 
 def export(out: Path, seed: int = 0) -> Path:

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from dogbreed.data.features import backbone_digest, cache_key
-from dogbreed.modeldir.export import load_model
+from dogbreed.modeldir.reader import load_model
 from dogbreed.training.fit import fit
 from tests.conftest import TINY, compose_config
 

@@ -15,7 +15,7 @@ import torch
 
 from dogbreed.modeldir.archive import REQUIREMENTS, add_inference_code
 from dogbreed.modeldir.artifact import softmax
-from dogbreed.modeldir.export import load_model, read_model_description
+from dogbreed.modeldir.reader import load_model, read_model_description
 from dogbreed.modeldir.runtimes import open_session
 from dogbreed.serving.decoding import read_request
 from dogbreed.serving.engine import InferenceEngine
@@ -121,7 +121,7 @@ def test_figures_beyond_their_limits_or_other_weights_are_refused_at_load(optimi
 
 
 def test_a_new_export_never_carries_the_old_artifact(optimized_run, tmp_path):
-    from dogbreed.modeldir.export import export_model
+    from dogbreed.modeldir.writer import export_model
 
     model_dir = copy_model(optimized_run, tmp_path)
     old = load_model(model_dir)

@@ -40,6 +40,7 @@ def test_nothing_a_training_run_may_import_is_serving_code():
         "diagnostics/profiler.py",
     } <= closure
     assert "modeldir/archive.py" in closure
+    assert {"modeldir/writer.py", "modeldir/archive.py"} <= closure
     assert not [m for m in closure if m.startswith("serving/")]
 
 
@@ -61,8 +62,15 @@ def test_code_holds_only_inference_and_answers_without_the_rest_of_the_project(t
         tar.extractall(model_dir, filter="data")
     package = model_dir / CODE_DIR / "dogbreed"
     shipped = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
-    assert "serving/handler.py" in shipped and "export.py" in shipped
-    assert not {"training.py", "tuning.py", "sagemaker/__init__.py", "serving/app.py"} & shipped
+    # The handler and the model folder's reader with what it needs: format, predictor, runtimes.
+    assert {
+        "serving/handler.py",
+        "modeldir/format.py",
+        "modeldir/reader.py",
+        "modeldir/predictor.py",
+    } <= shipped
+    assert "modeldir/runtimes.py" in shipped
+    assert not {"training/fit.py", "tuning/study.py", "sagemaker/__init__.py", "serving/app.py"} & shipped
 
     image = io.BytesIO()
     Image.new("RGB", (48, 40), (200, 40, 40)).save(image, format="JPEG")

@@ -11,7 +11,9 @@ import pytest
 
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import ModelDirError, export_model, load_model, read_model_description
+from dogbreed.modeldir.format import ModelDirError
+from dogbreed.modeldir.reader import load_model, read_model_description
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.engine import InferenceEngine
 
 

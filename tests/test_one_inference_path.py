@@ -20,7 +20,8 @@ from dogbreed.data.images import to_rgb
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import export_model, load_model
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.app import create_app
 from dogbreed.serving.settings import ServerSettings
 from dogbreed.training.evaluation import main as evaluation_main

@@ -16,7 +16,7 @@ import pytest
 
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.errors import BadRequestError
 from dogbreed.serving.responses import parse_output_options
 from tests.hostile_images import ordinary_jpeg, rgba_png_request

@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import load_model
 from dogbreed.modeldir.onnx_conversion import export_onnx
+from dogbreed.modeldir.reader import load_model
 from dogbreed.modeldir.runtimes import OpenVinoSession
 from dogbreed.serving.app import create_app
 from dogbreed.serving.settings import ServerSettings, settings_from_config

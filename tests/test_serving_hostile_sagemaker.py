@@ -11,7 +11,7 @@ import pytest
 from dogbreed.data.preprocessing import preprocessing_for
 from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.app import create_app
 from dogbreed.serving.settings import ServerSettings
 from tests.conftest import ROOT

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dogbreed.data.embedded import generate_dataset
-from dogbreed.modeldir.export import display_name
+from dogbreed.modeldir.format import display_name
 from dogbreed.serving.app import create_app
 from dogbreed.serving.decoding import RequestLimits
 from dogbreed.serving.explain import explainer_for

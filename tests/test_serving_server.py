@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dogbreed.modeldir.export import load_model
+from dogbreed.modeldir.reader import load_model
 from dogbreed.serving.app import create_app
 from dogbreed.serving.client import EndpointError, predict_files
 from dogbreed.serving.decoding import RequestLimits

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dogbreed.data.preprocessing import Preprocessing
 from dogbreed.model.network import build_network
-from dogbreed.modeldir.export import export_model
+from dogbreed.modeldir.writer import export_model
 from tests.hostile_images import decompression_bomb_png
 from tests.http_client import local_server, ping_status
 from tests.images import gradient, jpeg_bytes

@@ -63,7 +63,7 @@ def test_fit_logs_params_metrics_artifacts_and_model_to_a_local_store(shapes3, t
     with open(local / "evaluation" / "per_class_accuracy.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
     assert (local / "evaluation" / "confusion_matrix.png").is_file()
-    from dogbreed.modeldir.export import load_model
+    from dogbreed.modeldir.reader import load_model
 
     model = load_model(local / "model")  # the exported model, loadable from what MLflow holds
     assert model.class_names == summary_class_names(tmp_path / "run")

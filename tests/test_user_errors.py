@@ -154,7 +154,7 @@ FIXABLE = [
     ("dogbreed.data.download", "DownloadError"),
     ("dogbreed.model.network", "WeightsUnavailableError"),
     ("dogbreed.model.checkpoints", "CheckpointError"),
-    ("dogbreed.modeldir.export", "ModelDirError"),
+    ("dogbreed.modeldir.format", "ModelDirError"),
     ("dogbreed.tuning.search_space", "SearchSpaceError"),
     ("dogbreed.tuning.objective", "TuneConfigError"),
     ("dogbreed.sagemaker.session", "SageMakerSetupError"),

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from dogbreed.modeldir.artifact import (
-    DEFAULT_LIMITS,
+    QUANTIZE_CHOICES,
     ArtifactError,
     ArtifactSettings,
     ParityLimits,
@@ -23,29 +23,28 @@ from dogbreed.modeldir.artifact import (
     pick,
     summary,
 )
-from dogbreed.modeldir.export import ModelDirError
+from dogbreed.modeldir.format import ModelDirError
 from dogbreed.modeldir.runtimes import RuntimeUnavailable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = ArtifactSettings()  # the one home of the defaults; conf/train.yaml's onnx: node agrees
     parser = argparse.ArgumentParser(
         prog="python -m dogbreed.cli.optimize", description=__doc__.splitlines()[2]
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    optimize = commands.add_parser("optimize", help="write model.onnx (and model.int8.onnx), parity checked")
-    optimize.add_argument("model_dir")
-    optimize.add_argument("--calibration", help="folder of training images (searched recursively)")
-    optimize.add_argument(
+    parser.add_argument("model_dir")
+    parser.add_argument("--calibration", help="folder of training images (searched recursively)")
+    parser.add_argument(
         "--parity",
         help="folder of held-out images to check against (default: the calibration folder's images that "
         "calibration did not use)",
     )
-    optimize.add_argument("--quantize", choices=["int8", "none"], default="int8")
-    optimize.add_argument("--calibration-size", type=int, default=300)
-    optimize.add_argument("--parity-size", type=int, default=100)
-    for precision, limits in DEFAULT_LIMITS.items():
-        optimize.add_argument(f"--{precision}-max-prob-diff", type=float, default=limits.max_prob_diff)
-        optimize.add_argument(
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=defaults.quantize)
+    parser.add_argument("--calibration-size", type=int, default=defaults.calibration_size)
+    parser.add_argument("--parity-size", type=int, default=defaults.parity_size)
+    for precision, limits in defaults.limits.items():
+        parser.add_argument(f"--{precision}-max-prob-diff", type=float, default=limits.max_prob_diff)
+        parser.add_argument(
             f"--{precision}-min-top1-agreement", type=float, default=limits.min_top1_agreement
         )
     return parser.parse_args(argv)
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     limits = {
         p: ParityLimits(getattr(args, f"{p}_max_prob_diff"), getattr(args, f"{p}_min_top1_agreement"))
-        for p in DEFAULT_LIMITS
+        for p in ArtifactSettings().limits
     }
     settings = ArtifactSettings(args.quantize, args.calibration_size, args.parity_size, limits)
     try:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from dogbreed.config.extras import MODULE_EXTRAS
 from dogbreed.config.secrets import mask_secrets
 
 EXIT_USER_ERROR = 2  # what argparse and Hydra use for a bad command line
@@ -31,20 +32,6 @@ class UserError(Exception):
 
 class ConfigValueError(UserError, ValueError):
     """A config value of the wrong type or outside what the key allows."""
-
-
-# Top-level modules of the optional extras in pyproject.toml -> the extra that installs them.
-EXTRAS = {
-    "optuna": "tune",
-    "optuna_integration": "tune",
-    "pandas": "tune",
-    "fastapi": "serve",
-    "uvicorn": "serve",
-    "tensorboard": "tensorboard",
-    "psutil": "profiling",
-    "sagemaker": "sagemaker",
-    "smdebug": "smdebug",
-}
 
 
 def _causes(exc: BaseException):
@@ -75,8 +62,8 @@ def user_error_message(exc: BaseException) -> str | None:
             return one_line(str(error))
         if isinstance(error, ModuleNotFoundError) and error.name:
             top = error.name.split(".")[0]
-            if top in EXTRAS:
-                extra = EXTRAS[top]
+            if top in MODULE_EXTRAS:
+                extra = MODULE_EXTRAS[top]
                 return f"{top} is not installed: pip install -e '.[{extra}]' (the {extra} extra)"
     return None
 

@@ -17,9 +17,11 @@ A reference such as `${oc.env:DB_PASSWORD}` is a name, not a secret: it is left 
 from __future__ import annotations
 
 import re
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 MASK = "***"
 
@@ -75,8 +77,11 @@ def mask_secrets(value: Any) -> Any:
     Masking twice changes nothing more."""
     if isinstance(value, str):
         return mask_text(value)
-    if isinstance(value, DictConfig | ListConfig):
-        value = OmegaConf.to_container(value, resolve=False)
+    # omegaconf only when it is already loaded: a config object cannot exist otherwise, and SageMaker's
+    # inference container, where this module ships in model.tar.gz's code/, has no omegaconf.
+    omegaconf = sys.modules.get("omegaconf")
+    if omegaconf is not None and isinstance(value, omegaconf.DictConfig | omegaconf.ListConfig):
+        value = omegaconf.OmegaConf.to_container(value, resolve=False)
     if isinstance(value, dict):
         return {
             key: _hidden(item) if looks_like_secret_key(key) else mask_secrets(item)
@@ -96,6 +101,8 @@ def config_for_records(cfg: DictConfig) -> dict[str, Any]:
     A value that interpolates an environment reference (`model_dir: ${run_dir}/model` with
     `run_dir: ${oc.env:RUNS}`) shows the reference too: `${oc.env:RUNS}/model`.
     """
+    from omegaconf import OmegaConf
+
     raw = OmegaConf.to_container(cfg, resolve=False)
     references: dict[str, str] = {}
 

@@ -5,8 +5,7 @@ A checkpoint is data: tensors, numbers, strings and containers of them. `read_ch
 folder, in the bucket a spot job syncs, or in a downloaded model) is refused instead of executed. Its
 readers: fit()'s resume and finished-run checks (dogbreed.training.resume), Lightning's own resume, test and
 validate (through the trainer's checkpoint plugin, dogbreed.training.checkpoint_io), a model
-folder's weights.pt
-(dogbreed.modeldir.export) and `model.weights=<file>` (dogbreed.model.network).
+folder's weights.pt (dogbreed.modeldir.reader) and `model.weights=<file>` (dogbreed.model.network).
 
 No type is allow-listed: the checkpoints Lightning writes for this project (loops, callbacks, optimiser and
 scheduler states, hyperparameters, the datamodule's epoch) hold plain values only. This module imports

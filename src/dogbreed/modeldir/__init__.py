@@ -1,1 +1,2 @@
-"""the model folder: format, writer, reader, predictor, ONNX/INT8 versions, runtimes, archive."""
+"""The model folder: format (file names, is it one), writer, reader, predictor, ONNX/INT8 versions,
+runtimes, the SageMaker archive."""

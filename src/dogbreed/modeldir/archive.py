@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
 import dogbreed
+from dogbreed.config.extras import requirement_of
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
-from dogbreed.modeldir.export import CONFIG_FILE, WEIGHTS_FILE
+from dogbreed.modeldir.format import ARTIFACTS_KEY, model_dir_problem
+from dogbreed.modeldir.reader import read_model_description
+from dogbreed.modeldir.runtimes import RUNTIME_MODULES, RUNTIMES
 
 CODE_DIR = "code"
 ENTRY_POINT = "inference.py"
@@ -50,24 +52,20 @@ numpy
 """
 
 
-# The runtimes engine=auto prefers, in order, for a model with an optimised artifact.
-RUNTIME_REQUIREMENTS = {"openvino": "openvino>=2024.4\n", "onnxruntime": "onnxruntime>=1.18\n"}
-
-
 def requirements_for(model_dir: Path) -> str:
     """REQUIREMENTS, plus the first runtime (OpenVINO, else ONNX Runtime) that may serve a version of the
     optimised artifact that model.json records as kept: checked with it and not refused by it."""
-    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    config = read_model_description(model_dir).config
     servable = {
         runtime
-        for entry in (config.get("artifacts") or {}).values()
+        for entry in (config.get(ARTIFACTS_KEY) or {}).values()
         if entry.get("file")
         for runtime in entry.get("parity") or {}
         if runtime not in (entry.get("refused") or {})
     }
-    for runtime, requirement in RUNTIME_REQUIREMENTS.items():
+    for runtime in RUNTIMES:  # the order engine=auto prefers them in
         if runtime in servable:
-            return REQUIREMENTS + requirement
+            return REQUIREMENTS + requirement_of(RUNTIME_MODULES[runtime]) + "\n"
     return REQUIREMENTS
 
 
@@ -75,9 +73,9 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
     """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/), or
     the same into `code` when given (packing leaves the model directory as it is)."""
     model_dir = Path(model_dir)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        if not (model_dir / name).is_file():
-            raise FileNotFoundError(f"{model_dir / name} is missing: {model_dir} is not an exported model")
+    why = model_dir_problem(model_dir)
+    if why:
+        raise FileNotFoundError(f"{model_dir} {why}: it is not an exported model")
     code = code or model_dir / CODE_DIR
     # Built beside code/ and swapped in whole: a kill midway never leaves an empty or partial code/.
     remove_staging_litter(code)

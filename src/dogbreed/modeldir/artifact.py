@@ -18,7 +18,6 @@ Needs the `onnx` extra (onnx, onnxruntime); OpenVINO, when installed, is checked
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -30,19 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogbreed.files import write_text_atomic
 from dogbreed.hardware import available_cpus
-from dogbreed.modeldir.export import (
-    ARTIFACTS_KEY,
-    CONFIG_FILE,
-    INT8_FILE,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    BreedModel,
-    load_model,
-)
+from dogbreed.modeldir.format import INT8_FILE, ONNX_FILE, WEIGHTS_FILE
 from dogbreed.modeldir.onnx_conversion import ArtifactError, export_onnx, quantize_int8
+from dogbreed.modeldir.predictor import BreedModel
+from dogbreed.modeldir.reader import load_model
 from dogbreed.modeldir.runtimes import RuntimeUnavailable, available_runtimes, import_runtime, open_session
+from dogbreed.modeldir.writer import record_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +79,9 @@ class Parity:
 
 @dataclass(frozen=True)
 class ArtifactSettings:
+    """The settings of the optimised artifact, and the one home of their defaults: conf/train.yaml's onnx:
+    node repeats them (a test keeps the two equal) and `python -m dogbreed.cli.optimize` offers them."""
+
     quantize: str = "int8"
     calibration_size: int = 300
     parity_size: int = 100
@@ -98,18 +94,19 @@ class ArtifactSettings:
 
     @classmethod
     def from_config(cls, cfg) -> ArtifactSettings:
-        """From the train config's `onnx` node (a mapping)."""
-        limits = dict(DEFAULT_LIMITS)
+        """From the train config's `onnx` node (a mapping); a key it leaves out keeps its default."""
+        defaults = cls()
+        limits = dict(defaults.limits)
         for precision, values in (cfg.get("parity") or {}).items():
             limits[precision] = ParityLimits(
                 float(values["max_prob_diff"]), float(values["min_top1_agreement"])
             )
         return cls(
-            quantize=str(cfg.get("quantize", "int8")),
-            calibration_size=int(cfg.get("calibration_size", 300)),
-            parity_size=int(cfg.get("parity_size", 100)),
+            quantize=str(cfg.get("quantize", defaults.quantize)),
+            calibration_size=int(cfg.get("calibration_size", defaults.calibration_size)),
+            parity_size=int(cfg.get("parity_size", defaults.parity_size)),
             limits=limits,
-            seed=int(cfg.get("seed", 0) or 0),
+            seed=int(cfg.get("seed", defaults.seed) or 0),
         )
 
 
@@ -163,6 +160,84 @@ def check_parity(
     return figures
 
 
+@dataclass
+class Reference:
+    """The fp32 PyTorch network's answers on the parity images: what every version is checked against."""
+
+    model: BreedModel
+    paths: list[Path]
+    inputs: list[np.ndarray]
+    probabilities: np.ndarray
+    weights_sha256: str
+
+    @classmethod
+    def of(
+        cls, model_dir: Path, parity_images: Sequence[str | Path], settings: ArtifactSettings
+    ) -> Reference:
+        paths = pick(parity_images, settings.parity_size, settings.seed)
+        if not paths:
+            raise ArtifactError("no images to check the artifact against the PyTorch network")
+        model = load_model(model_dir, device="cpu")
+        inputs = list(batches(model, paths, 16))
+        probabilities = np.concatenate([model.probabilities(torch.from_numpy(b)).numpy() for b in inputs])
+        return cls(model, paths, inputs, probabilities, sha256_of(model_dir / WEIGHTS_FILE))
+
+
+def make_versions(
+    reference: Reference, scratch: Path, calibration_images: Sequence[str | Path], settings: ArtifactSettings
+) -> tuple[dict[str, Path], int]:
+    """The ONNX file, and the INT8 one when asked, written into `scratch`; with how many calibration
+    images the INT8 version was calibrated on."""
+    model = reference.model
+    staged = {"fp32": export_onnx(model.net, scratch / ONNX_FILE, model.preprocessing.crop_size)}
+    if settings.quantize != "int8":
+        return staged, 0
+    chosen = pick(calibration_images, settings.calibration_size, settings.seed)
+    if not chosen:
+        raise ArtifactError("quantize=int8 needs calibration images; none were found")
+    staged["int8"] = quantize_int8(staged["fp32"], scratch / INT8_FILE, model, chosen)
+    return staged, len(chosen)
+
+
+def judge_version(
+    precision: str, path: Path, reference: Reference, runtimes: Sequence[str], settings: ArtifactSettings
+) -> dict:
+    """The record of one version: its parity figures per runtime, and which runtimes refused it."""
+    limits = settings.limits[precision]
+    figures = check_parity(path, reference.inputs, reference.probabilities, runtimes)
+    entry: dict = {
+        "file": PRECISIONS[precision],
+        "weights_sha256": reference.weights_sha256,
+        "parity": {rt: asdict(p) for rt, p in figures.items()},
+        "limits": asdict(limits),
+    }
+    refused = {rt: why for rt, p in figures.items() if (why := p.refusal(limits))}
+    for runtime, why in refused.items():
+        log.warning(
+            "%s version refused for %s: it disagrees with the PyTorch network beyond the parity limits (%s); "
+            "%s never serves it",
+            precision,
+            runtime,
+            why,
+            runtime,
+        )
+    if refused:
+        entry["refused"] = refused
+    if len(refused) == len(figures):  # no runtime may serve it: not kept at all
+        entry.pop("file")
+    return entry
+
+
+def keep_version(entry: dict, staged: Path, target: Path) -> None:
+    """Move a version some runtime may serve into the model folder; remove one none may serve."""
+    if "file" not in entry:
+        target.unlink(missing_ok=True)
+        return
+    entry["sha256"] = sha256_of(staged)
+    os.chmod(staged, 0o644)
+    os.replace(staged, target)
+
+
 def optimize_model_dir(
     model_dir: str | Path,
     calibration_images: Sequence[str | Path],
@@ -177,65 +252,22 @@ def optimize_model_dir(
     runtimes = available_runtimes()
     if "onnxruntime" not in runtimes:
         import_runtime("onnxruntime")  # raises RuntimeUnavailable naming the extra
-    parity_paths = pick(parity_images, settings.parity_size, settings.seed)
-    if not parity_paths:
-        raise ArtifactError("no images to check the artifact against the PyTorch network")
-    model = load_model(model_dir, device="cpu")
-    inputs = list(batches(model, parity_paths, 16))
-    reference = np.concatenate([model.probabilities(torch.from_numpy(b)).numpy() for b in inputs])
-    weights_sha = sha256_of(model_dir / WEIGHTS_FILE)
+    reference = Reference.of(model_dir, parity_images, settings)
     sources = sources or {}
     record: dict = {}
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".artifact-") as scratch:
-        staged = {"fp32": Path(scratch) / ONNX_FILE, "int8": Path(scratch) / INT8_FILE}
-        export_onnx(model.net, staged["fp32"], model.preprocessing.crop_size)
-        precisions = ["fp32"]
-        if settings.quantize == "int8":
-            chosen = pick(calibration_images, settings.calibration_size, settings.seed)
-            if not chosen:
-                raise ArtifactError("quantize=int8 needs calibration images; none were found")
-            quantize_int8(staged["fp32"], staged["int8"], model, chosen)
-            precisions.append("int8")
-        for precision in precisions:
-            limits = settings.limits[precision]
-            figures = check_parity(staged[precision], inputs, reference, runtimes)
-            refused = {rt: why for rt, p in figures.items() if (why := p.refusal(limits))}
-            entry = {
-                "file": PRECISIONS[precision],
-                "weights_sha256": weights_sha,
-                "parity": {rt: asdict(p) for rt, p in figures.items()},
-                "parity_images": {"count": len(parity_paths), "source": sources.get("parity", "")},
-                "limits": asdict(limits),
-            }
+        staged, calibrated = make_versions(reference, Path(scratch), calibration_images, settings)
+        for precision, path in staged.items():
+            entry = judge_version(precision, path, reference, runtimes, settings)
+            entry["parity_images"] = {"count": len(reference.paths), "source": sources.get("parity", "")}
             if precision == "int8":
-                entry["calibration_images"] = {"count": len(chosen), "source": sources.get("calibration", "")}
-            target = model_dir / PRECISIONS[precision]
-            for runtime, why in refused.items():
-                log.warning(
-                    "%s version refused for %s: it disagrees with the PyTorch network beyond the parity "
-                    "limits (%s); %s never serves it",
-                    precision,
-                    runtime,
-                    why,
-                    runtime,
-                )
-            if refused:
-                entry["refused"] = refused
-            if len(refused) == len(figures):  # no runtime may serve it: not kept at all
-                entry.pop("file")
-                target.unlink(missing_ok=True)
-            else:
-                entry["sha256"] = sha256_of(staged[precision])
-                os.chmod(staged[precision], 0o644)
-                os.replace(staged[precision], target)
+                entry["calibration_images"] = {"count": calibrated, "source": sources.get("calibration", "")}
+            keep_version(entry, path, model_dir / PRECISIONS[precision])
             record[precision] = entry
-    stale = model_dir / INT8_FILE
-    if "int8" not in record and stale.exists():
-        stale.unlink()  # made from other weights: never left beside a record that does not describe it
-    config_path = model_dir / CONFIG_FILE
-    config = json.loads(config_path.read_text())
-    config[ARTIFACTS_KEY] = record
-    write_text_atomic(config_path, json.dumps(config, indent=2))
+    if "int8" not in record:
+        # Made from other weights: never left beside a record that does not describe it.
+        (model_dir / INT8_FILE).unlink(missing_ok=True)
+    record_artifacts(model_dir, record)
     return record
 
 

@@ -6,15 +6,16 @@ this module only makes them. Needs the `onnx` extra (onnx, onnxruntime).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dogbreed.modeldir.export import BreedModel
+from dogbreed.modeldir.predictor import BreedModel
 
 OPSET = 17
 # Histogram calibration keeps every calibrated tensor of the images it is fed before it folds them into
@@ -57,24 +58,47 @@ def quantize_int8(onnx_path: Path, out_path: Path, model: BreedModel, images: Se
     8-bit histogram loses the least information (entropy calibration): of the methods compared on a trained
     ResNet50 it agreed most often with fp32, also on photos unlike the calibration images (figures:
     docs/serving-performance.md)."""
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError as exc:
+        raise ArtifactError("INT8 calibration needs the onnx extra: pip install 'dogbreed[onnx]'") from exc
+    reader = calibration_reader(model, images)
+    stem = first_convolution(onnx_path)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration-") as scratch:
+        # The quantiser writes its augmented copy of the graph next to the model unless told otherwise.
+        with working_directory(scratch):
+            quantize_static(
+                str(onnx_path),
+                str(out_path),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=["Conv"],
+                nodes_to_exclude=stem,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Entropy,
+                extra_options={
+                    "WeightSymmetric": True,
+                    "CalibStridedMinMax": 1,  # despite its name: any calibrator, fed one batch at a time
+                },
+            )
+    return out_path
+
+
+def first_convolution(onnx_path: Path) -> list[str]:
+    """The name of the graph's first convolution (the stem), as a list for `nodes_to_exclude`."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    stem = [node.name for node in graph.node if node.op_type == "Conv"][:1]
-    try:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-    except ImportError as exc:
-        raise ArtifactError("INT8 calibration needs the onnx extra: pip install 'dogbreed[onnx]'") from exc
+    return [node.name for node in graph.node if node.op_type == "Conv"][:1]
+
+
+def calibration_reader(model: BreedModel, images: Sequence[Path]):
+    """The quantiser's feed: batches of preprocessed images, one range of batches at a time (its strides)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
-        """Batches of preprocessed images, one range of batches at a time (the quantiser's strides)."""
-
         def __init__(self) -> None:
             size = CALIBRATION_BATCH
             self.groups = [images[i : i + size] for i in range(0, len(images), size)]
@@ -90,27 +114,15 @@ def quantize_int8(onnx_path: Path, out_path: Path, model: BreedModel, images: Se
             group = next(self.feed, None)
             return None if group is None else {"images": model.preprocess(group).numpy()}
 
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration-") as scratch:
-        # The quantiser writes its augmented copy of the graph next to the model unless told otherwise.
-        cwd = os.getcwd()
-        os.chdir(scratch)
-        try:
-            quantize_static(
-                str(onnx_path),
-                str(out_path),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                op_types_to_quantize=["Conv"],
-                nodes_to_exclude=stem,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.Entropy,
-                extra_options={
-                    "WeightSymmetric": True,
-                    "CalibStridedMinMax": 1,  # despite its name: any calibrator, fed one batch at a time
-                },
-            )
-        finally:
-            os.chdir(cwd)
-    return out_path
+    return Reader()
+
+
+@contextlib.contextmanager
+def working_directory(path: str | Path) -> Iterator[None]:
+    """Run the block in `path` (contextlib.chdir needs Python 3.11)."""
+    cwd = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dogbreed.config.extras import MODULE_EXTRAS
+
 # Fastest first, by measurement on the CPUs the endpoints use (see the serving performance page).
 RUNTIMES = ("openvino", "onnxruntime")
-# The module each runtime is imported as, and the extra that installs it.
+# The module each runtime is imported as (dogbreed.config.extras says which extra installs it).
 RUNTIME_MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
-RUNTIME_EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
 
 
 class RuntimeUnavailable(ImportError):
@@ -33,8 +34,13 @@ def import_runtime(name: str):
         return importlib.import_module(RUNTIME_MODULES[name])
     except ImportError as exc:
         raise RuntimeUnavailable(
-            f"{name} is not installed ({exc}); install it with pip install 'dogbreed[{RUNTIME_EXTRAS[name]}]'"
+            f"{name} is not installed ({exc}); install it with pip install 'dogbreed[{runtime_extra(name)}]'"
         ) from exc
+
+
+def runtime_extra(name: str) -> str:
+    """The extra that installs runtime `name`: 'onnx' for onnxruntime, 'openvino' for openvino."""
+    return MODULE_EXTRAS[RUNTIME_MODULES[name]]
 
 
 def available_runtimes() -> list[str]:

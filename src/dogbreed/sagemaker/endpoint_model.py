@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.export import CONFIG_FILE, WEIGHTS_FILE
+from dogbreed.modeldir.format import model_dir_problem
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,9 @@ def model_source(cfg: DictConfig) -> Path | str:
 
 
 def _check_exported_model(folder: Path, what: str) -> None:
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise SageMakerSetupError(
-                f"{what} holds no {name}: it is not an exported model (like runs/train/<run>/model)"
-            )
+    why = model_dir_problem(folder)
+    if why:
+        raise SageMakerSetupError(f"{what} {why}: it is not an exported model (like runs/train/<run>/model)")
 
 
 def stage_model(cfg: DictConfig, session: Any, name: str, source: Path | str, dry_run: bool) -> str:

@@ -16,7 +16,8 @@ from PIL import Image
 from torch import nn
 
 from dogbreed.hardware import available_cpus
-from dogbreed.modeldir.export import BreedModel, load_model, read_model_description
+from dogbreed.modeldir.predictor import BreedModel
+from dogbreed.modeldir.reader import load_model, read_model_description
 from dogbreed.modeldir.runtimes import open_session
 from dogbreed.serving.decoding import EncodedImage, decode_image
 from dogbreed.serving.engine_choice import ENGINES, EngineChoice, choose_engine

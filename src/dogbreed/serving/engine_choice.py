@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.modeldir.artifact import ARTIFACTS_KEY, Parity, ParityLimits, sha256_of
-from dogbreed.modeldir.export import WEIGHTS_FILE, ModelDescription, ModelDirError
+from dogbreed.modeldir.artifact import Parity, ParityLimits, sha256_of
+from dogbreed.modeldir.format import ARTIFACTS_KEY, WEIGHTS_FILE, ModelDescription, ModelDirError
 from dogbreed.modeldir.runtimes import RUNTIMES, RuntimeUnavailable, import_runtime
 
 log = logging.getLogger(__name__)

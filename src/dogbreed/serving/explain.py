@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 
 from dogbreed.model.gradcam import crop_fraction, gradcam, heatmap_png
-from dogbreed.modeldir.export import BreedModel, display_name, load_model
+from dogbreed.modeldir.format import display_name
+from dogbreed.modeldir.predictor import BreedModel
+from dogbreed.modeldir.reader import load_model
 
 HEATMAP_SIDE = 112  # pixels of the PNG: the map has 7 x 7 cells at 224 px, upsampled smoothly
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from dogbreed.modeldir.export import read_model_description
+from dogbreed.modeldir.reader import read_model_description
 from dogbreed.serving.errors import ServingError
 from dogbreed.tracking.evaluation_page import REPORT_FILE
 from dogbreed.tracking.model_card import read_card_data

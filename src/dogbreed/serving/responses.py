@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dogbreed.modeldir.export import display_name
+from dogbreed.modeldir.format import display_name
 from dogbreed.serving.decoding import parse_media_type
 from dogbreed.serving.errors import BadRequestError, NotAcceptableError, shorten
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from dogbreed.modeldir.format import model_dir_problem
 from dogbreed.serving.app import create_app
 from dogbreed.serving.protocol import bounded_protocol
 from dogbreed.serving.settings import ListenSettings, listen_settings, settings_from_config
@@ -23,9 +24,10 @@ FILES_BESIDES_CONNECTIONS = 64
 
 def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir).expanduser()
-    if not (path / "model.json").is_file():
+    why = model_dir_problem(path)
+    if why:
         raise FileNotFoundError(
-            f"model_dir={model_dir} holds no model.json: pass the exported model of a run, "
+            f"model_dir={model_dir} {why}: pass the exported model of a run, "
             "e.g. model_dir=runs/train/<run>/model"
         )
     return path

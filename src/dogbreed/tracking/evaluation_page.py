@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from dogbreed.model.gradcam import gradcam, network_view, overlay
-from dogbreed.modeldir.export import BreedModel, display_name
+from dogbreed.modeldir.format import display_name
+from dogbreed.modeldir.predictor import BreedModel
 
 REPORT_FILE = "evaluation.html"
 GALLERY_SIZE = 8  # photos in each half of the gallery

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dogbreed.modeldir.export import CONFIG_FILE, display_name
+from dogbreed.modeldir.format import display_name
+from dogbreed.modeldir.reader import read_model_description
 from dogbreed.tracking.evaluation_page import REPORT_FILE
 from dogbreed.tracking.git_state import describe
 
@@ -76,7 +77,7 @@ def write_model_card(
     """Write <model_dir>/README.md and model_card.json (and copy the confusion matrix image and the
     evaluation report beside them); return the README's path."""
     model_dir, evaluation_dir = Path(model_dir), Path(evaluation_dir)
-    described = json.loads((model_dir / CONFIG_FILE).read_text())
+    described = read_model_description(model_dir).config
     copied = {}
     for name in (CONFUSION_IMAGE, REPORT_FILE):
         copied[name] = (evaluation_dir / name).is_file()
@@ -256,7 +257,7 @@ def _how_to_call() -> list[str]:
         "In Python (this folder is the model directory):",
         "",
         "```python",
-        "from dogbreed.modeldir.export import load_model",
+        "from dogbreed.modeldir.reader import load_model",
         'model = load_model("model")',
         'print(model.predict(["dog.jpg"], topk=3))',
         "```",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dogbreed.config.extras import EXTRAS
 from dogbreed.config.job_environment import JobEnvironment
 from dogbreed.tracking.git_state import git_state, launcher_environment
 
@@ -18,8 +19,8 @@ TENSORBOARD_CONTAINER_DIR = "/opt/ml/output/tensorboard"
 TENSORBOARD_DIR_VAR = "DOGBREED_TENSORBOARD_DIR"
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
-# The mlflow extra of pyproject.toml (a test keeps them equal): a job that logs to MLflow installs it.
-MLFLOW_REQUIREMENTS = ("mlflow-skinny>=3.1,<4", "sqlalchemy>=2", "alembic>=1.13", "sagemaker-mlflow>=0.1")
+# The mlflow extra (dogbreed.config.extras): a job that logs to MLflow installs it.
+MLFLOW_REQUIREMENTS = EXTRAS["mlflow"]
 TAG_PREFIX = "dogbreed:"
 REMOTE_TRACKING_SCHEMES = ("arn", "http", "https", "databricks")
 

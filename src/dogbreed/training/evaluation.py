@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from dogbreed.modeldir.export import BreedModel, display_name, load_model
+from dogbreed.modeldir.format import display_name
+from dogbreed.modeldir.predictor import BreedModel
+from dogbreed.modeldir.reader import load_model
 from dogbreed.tracking.evaluation_page import (
     REPORT_FILE,
     Outcome,

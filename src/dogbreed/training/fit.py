@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 
 from dogbreed.config.schema import check_train_config
 from dogbreed.modeldir.archive import add_inference_code
-from dogbreed.modeldir.export import export_model, load_model
+from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.writer import export_model
 from dogbreed.tracking.manifest import build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card
