@@ -22,7 +22,6 @@ import base64
 import io
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -200,14 +199,9 @@ def bound_cases() -> dict[str, tuple[Callable[[], bytes], str]]:
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    from dogbreed.tracking.manifest import cpu_name
+
+    cpu = cpu_name()  # the manifest's own reading of /proc/cpuinfo
     import PIL
 
     return {"cpu": cpu, "cpus_available": len(os.sched_getaffinity(0)), "pillow": PIL.__version__}

@@ -25,7 +25,6 @@ import io
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from dogbreed.model.network import build_network  # noqa: E402
 from dogbreed.modeldir.reader import read_model_description  # noqa: E402
 from dogbreed.modeldir.writer import export_model  # noqa: E402
 from dogbreed.serving import handler  # noqa: E402
+from dogbreed.tracking.manifest import cpu_name  # noqa: E402
 
 
 class PlainHandler:
@@ -130,14 +130,7 @@ def network_latency_ms(engine, size: int, repeats: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_name()  # the manifest's own reading of /proc/cpuinfo
     return {
         "cpu": cpu,
         "cpus_available": len(os.sched_getaffinity(0)),
