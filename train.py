@@ -47,8 +47,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from dogbreed.config.composition import exit_on_composition_error
     from dogbreed.sagemaker.container.entry import enter_job_environment, sagemaker_argv
 
     sys.argv = sagemaker_argv(sys.argv, JOB)
     enter_job_environment(JOB, os.environ)
+    exit_on_composition_error(SOURCE.parent / "conf", "train", sys.argv[1:])  # before Hydra's own report
     main()

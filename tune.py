@@ -52,4 +52,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from dogbreed.config.composition import exit_on_composition_error
+
+    exit_on_composition_error(Path(__file__).resolve().parent / "conf", "tune", sys.argv[1:])
     main()
