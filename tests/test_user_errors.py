@@ -49,6 +49,14 @@ CASES = [
         ["model.freeze=head", "model.weights=null", "model.freeze=all", "allow_random_frozen_backbone=true"],
         id="frozen-random-backbone",
     ),
+    # Hydra's composition errors, reported before main runs: the key's close matches, the group's options.
+    pytest.param(["model.lrr=1e-3"], ["unknown key model.lrr", "did you mean model.lr?"], id="key-typo"),
+    pytest.param(
+        ["model=resnet99"], ["unknown option model=resnet99", "resnet18, resnet50"], id="unknown-option"
+    ),
+    pytest.param(
+        ["modle=resnet18"], ["unknown key modle", "did you mean model?"], id="group-typo", marks=slow
+    ),
 ]
 
 
@@ -94,6 +102,12 @@ def test_weights_that_cannot_be_fetched_offline(tmp_path):
 
 
 @slow
+def test_tune_py_composition_error_is_one_line(tmp_path):
+    args = [sys.executable, str(ROOT / "tune.py"), "tune.n_trails=3", "hydra.run.dir=run"]
+    _assert_one_error_line(_run(args, tmp_path), ["unknown key tune.n_trails", "did you mean tune.n_trials?"])
+
+
+@slow
 def test_missing_optional_extra_names_the_pip_command(tmp_path):
     # None in sys.modules is Python's own way to make an import fail as if the package were not installed.
     code = (
@@ -120,6 +134,12 @@ def test_full_traceback_on_request(tmp_path):
         {"HYDRA_FULL_ERROR": "1"},
     )
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigValueError" in result.stderr
+    result = _run(
+        [sys.executable, str(ROOT / "train.py"), "model.lrr=1e-3", "hydra.run.dir=run"],
+        tmp_path,
+        {"HYDRA_FULL_ERROR": "1"},
+    )
+    assert "Traceback" in result.stderr and "ConfigCompositionException" in result.stderr
 
 
 def test_a_program_fault_keeps_its_traceback():
