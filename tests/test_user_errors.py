@@ -120,6 +120,24 @@ def test_missing_optional_extra_names_the_pip_command(tmp_path):
 
 
 @slow
+@pytest.mark.parametrize(
+    "hidden, option, words",
+    [
+        (["tensorboard", "tensorboardX"], "logger=tensorboard", ["logger=tensorboard", ".[tensorboard]"]),
+        (["psutil"], "profiler=on", ["profiler=on", ".[profiling]"]),
+    ],
+    ids=["tensorboard", "psutil"],
+)
+def test_option_without_its_extra_names_the_pip_command(tmp_path, hidden, option, words):
+    code = (
+        f"import runpy, sys; sys.modules.update(dict.fromkeys({hidden!r})); "
+        f"sys.argv = ['train.py', 'experiment=smoke', '{option}', 'hydra.run.dir={tmp_path / 'run'}']; "
+        f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')"
+    )
+    _assert_one_error_line(_run([sys.executable, "-c", code], tmp_path), words)
+
+
+@slow
 def test_model_dir_that_is_not_one(tmp_path):
     (tmp_path / "not-a-model").mkdir()
     args = [sys.executable, str(ROOT / "serve" / "deploy.py"), "model_dir=not-a-model", "hydra.run.dir=run"]
@@ -179,7 +197,7 @@ FIXABLE = [
     ("dogbreed.tuning.objective", "TuneConfigError"),
     ("dogbreed.sagemaker.session", "SageMakerSetupError"),
     ("dogbreed.sagemaker.container.overrides", "ChannelLayoutError"),
-    ("dogbreed.tracking.mlflow_run", "MissingExtraError"),
+    ("dogbreed.config.errors", "MissingExtraError"),
 ]
 
 

@@ -34,6 +34,10 @@ class ConfigValueError(UserError, ValueError):
     """A config value of the wrong type or outside what the key allows."""
 
 
+class MissingExtraError(UserError, RuntimeError):
+    """A configured feature needs an optional package that is not installed; the message says which extra."""
+
+
 def _causes(exc: BaseException):
     """`exc` and what it was raised from: hydra.utils.instantiate wraps a constructor's error in its own."""
     seen: set[int] = set()

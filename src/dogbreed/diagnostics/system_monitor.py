@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dogbreed.config.errors import MissingExtraError
 from dogbreed.diagnostics.io_wait import JobIoWait
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def _require_psutil():
     try:
         import psutil
     except ImportError:
-        raise ImportError(
+        raise MissingExtraError(
             "profiler=on needs psutil: pip install -e '.[profiling]' (or pip install psutil)"
         ) from None
     return psutil

@@ -4,16 +4,22 @@ the exported model as artifacts."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
-from dogbreed.config.errors import UserError
+from dogbreed.config.errors import MissingExtraError
 from dogbreed.config.secrets import mask_secrets
 from dogbreed.tracking.run_record import RECORD_FILES
-from dogbreed.tracking.sagemaker_job import MLFLOW_LOGGER, logger_targets, mlflow_job_tags
+from dogbreed.tracking.sagemaker_job import (
+    MLFLOW_LOGGER,
+    TENSORBOARD_LOGGER,
+    logger_targets,
+    mlflow_job_tags,
+)
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
 
@@ -26,18 +32,31 @@ DIAGNOSTICS_FILES = (
 )
 
 
-class MissingExtraError(UserError, RuntimeError):
-    """A configured logger needs an optional package that is not installed; the message says which extra."""
+# A logger's target -> (the modules any one of which it runs with, the error when none imports). Lightning's
+# own error for a missing TensorBoard is a ModuleNotFoundError that names no module, so it is checked here.
+LOGGER_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
+    MLFLOW_LOGGER: (("mlflow",), f"logger=mlflow needs MLflow: {EXTRA_HINT}"),
+    TENSORBOARD_LOGGER: (
+        ("tensorboard", "tensorboardX"),
+        "logger=tensorboard needs TensorBoard: pip install -e '.[tensorboard]' (or pip install tensorboard)",
+    ),
+}
+
+
+def _imports(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def check_logger_extras(logger_cfg: Mapping[str, Any] | None) -> None:
-    """Fail before training when logger=mlflow is asked for and MLflow is missing."""
-    if MLFLOW_LOGGER not in logger_targets(logger_cfg):
-        return
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(f"logger=mlflow needs MLflow: {EXTRA_HINT}") from None
+    """Fail before training when a logger is asked for whose optional package is missing."""
+    for target in sorted(logger_targets(logger_cfg)):
+        modules, message = LOGGER_EXTRAS.get(target, ((), ""))
+        if modules and not any(_imports(module) for module in modules):
+            raise MissingExtraError(message)
 
 
 def mlflow_loggers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
