@@ -42,4 +42,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from dogbreed.config.composition import exit_on_composition_error
+
+    exit_on_composition_error(Path(__file__).resolve().parent.parent / "conf", "deploy", sys.argv[1:])
     main()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.config.composition import exit_on_composition_error
 from dogbreed.config.errors import (
     ConfigValueError,
     UserError,
@@ -158,6 +159,24 @@ def test_full_traceback_on_request(tmp_path):
         {"HYDRA_FULL_ERROR": "1"},
     )
     assert "Traceback" in result.stderr and "ConfigCompositionException" in result.stderr
+
+
+def test_composition_errors_become_one_line(capsys):
+    conf = ROOT / "conf"
+    exit_on_composition_error(conf, "train", ["model=resnet18", "model.lr=1e-3"])  # composes: no exit
+    exit_on_composition_error(
+        conf, "train", ["--multirun", "model.lrr=1e-3"]
+    )  # Hydra's own flags: its report
+    for name, args, words in [
+        ("train", ["model.lr"], ["model.lr", "missing EQUAL"]),
+        ("train", ["model.lr=1,2"], ["Ambiguous value", "--multirun"]),
+        ("deploy", ["backend=sagemkr"], ["unknown option backend=sagemkr", "sagemaker"]),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            exit_on_composition_error(conf, name, args)
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
 
 
 def test_a_program_fault_keeps_its_traceback():
