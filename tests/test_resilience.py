@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY
+from dogbreed.config.errors import ConfigValueError
+from dogbreed.config.schema import check_train_config
+from tests.conftest import ROOT, TINY, compose_config
 
 STEPS_PER_EPOCH = 48 // 8  # 3 classes x 16 train images of shapes3, batch 8
 
@@ -102,3 +104,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_with_the_resume_command(shapes
     assert "Traceback" not in output
     assert not (run_dir / "metrics.json").exists(), "no test, no export after an interruption"
     assert not list(last.parent.glob(".*.tmp")), "no half-written checkpoint left behind"
+
+
+@pytest.mark.slow
+def test_checkpoint_every_minutes_saves_last_ckpt_by_the_clock_for_a_kill_without_warning(shapes3, tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # No step or epoch-end last.ckpt: only the clock (every 30 ms here) writes it.
+    cmd = _train_cmd(
+        run_dir,
+        shapes3,
+        "callbacks.last_checkpoint=null",
+        "checkpoint_every_minutes=0.0005",
+        "trainer.max_epochs=50",
+    )
+    proc = _start(cmd)
+    step = _wait_for_checkpoint(proc, last)
+    proc.send_signal(signal.SIGKILL)  # no signal to save on: what survives is what the clock saved
+    proc.wait(60)
+    assert step > 0
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    timed = [key for key in state["callbacks"] if "timedelta(microseconds=30000)" in key]
+    assert timed, list(state["callbacks"])
+
+
+def test_checkpoint_every_minutes_is_checked_and_on_by_default_inside_a_job_only(tmp_path):
+    assert compose_config(tmp_path).checkpoint_every_minutes is None
+    assert compose_config(tmp_path, ["backend=sagemaker_job"]).checkpoint_every_minutes == 10
+    with pytest.raises(ConfigValueError, match="checkpoint_every_minutes=0"):
+        check_train_config(compose_config(tmp_path, ["checkpoint_every_minutes=0"]))

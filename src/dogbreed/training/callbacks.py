@@ -1,8 +1,13 @@
-"""Callbacks of our own: plain `name=value` metric lines that a log regex (SageMaker's) can read."""
+"""Callbacks of our own: plain `name=value` metric lines that a log regex (SageMaker's) can read, and the
+checkpoint by time."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
 
@@ -21,3 +26,12 @@ class MetricLinePrinter(pl.Callback):
         if trainer.is_global_zero:
             metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             print(format_metric_lines(metrics), flush=True)
+
+
+def timed_checkpoints(every_minutes: float | None, dirpath: Path) -> list[pl.Callback]:
+    """checkpoint_every_minutes: Lightning's ModelCheckpoint refreshing `dirpath`/last.ckpt by the clock, so a
+    run killed without warning (no SIGTERM to save on) resumes from minutes ago, not from its last epoch."""
+    if every_minutes is None:
+        return []
+    interval = timedelta(minutes=float(every_minutes))
+    return [ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, train_time_interval=interval)]

@@ -30,6 +30,7 @@ from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card
 from dogbreed.tracking.run_record import RunRecord, new_run_record, write_run_metrics, write_run_record
 from dogbreed.training.acceleration import configure_backends, maybe_compile, resolve_precision
+from dogbreed.training.callbacks import timed_checkpoints
 from dogbreed.training.evaluation import run_outcomes, write_evaluation_report
 from dogbreed.training.interruption import interrupted_by, training_interrupted
 from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
@@ -111,6 +112,7 @@ def build(
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     model, datamodule = build_model(cfg, images)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += timed_checkpoints(cfg.get("checkpoint_every_minutes"), run_dir / "checkpoints")
     callbacks += extra_callbacks
     if cfg.get("seed") is not None:  # exact resume: each epoch's random draws depend on (seed, epoch)
         callbacks.append(EpochSeeding(cfg.seed))
