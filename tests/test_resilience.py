@@ -4,6 +4,7 @@ exits 143 with the line that says how to resume."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -100,10 +101,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_with_the_resume_command(shapes
     assert len(lines) == 1, output[-3000:]
     assert f"step {state['global_step']}" in lines[0]
     assert f"checkpoint {last}" in lines[0]
-    assert lines[0].endswith(f"resume with: python train.py hydra.run.dir={run_dir} ckpt_path=last")
+    resume = lines[0].split("resume with: ")[1]
+    assert resume.endswith(f"hydra.run.dir={run_dir} ckpt_path=last"), resume
     assert "Traceback" not in output
     assert not (run_dir / "metrics.json").exists(), "no test, no export after an interruption"
     assert not list(last.parent.glob(".*.tmp")), "no half-written checkpoint left behind"
+
+    # The printed command resumes the run (here only to the end of the epoch it stopped in).
+    words = shlex.split(resume)
+    assert words[:2] == ["python", "train.py"], resume
+    until = f"trainer.max_epochs={state['epoch'] + 1}"
+    _run([sys.executable, *words[1:], until])
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    assert final["global_step"] == (state["epoch"] + 1) * STEPS_PER_EPOCH, "resumed, not restarted"
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == state["epoch"] + 1
 
 
 @pytest.mark.slow

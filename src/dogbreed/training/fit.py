@@ -177,7 +177,8 @@ def run(parts: Parts) -> Outcome:
         sig = interrupted_by(exc, trainer)
         if sig is None:
             raise
-        interrupted = training_interrupted(trainer, sig, parts.run_dir)
+        overrides = (parts.record.manifest or {}).get("overrides", [])
+        interrupted = training_interrupted(trainer, sig, parts.run_dir, overrides)
         if trainer.is_global_zero:
             print(interrupted.line, file=sys.stderr, flush=True)
         raise interrupted from None

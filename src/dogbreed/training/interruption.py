@@ -9,7 +9,9 @@ process ended by a signal, 128 + its number: 143 for SIGTERM, 130 for Ctrl-C (se
 
 from __future__ import annotations
 
+import shlex
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -48,15 +50,21 @@ def saved_checkpoint(trainer: pl.Trainer) -> Path | None:
     return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
-def training_interrupted(trainer: pl.Trainer, sig: signal.Signals, run_dir: Path) -> TrainingInterrupted:
+def resume_command(run_dir: Path, overrides: Sequence[str]) -> str:
+    """The train.py command that resumes the run in `run_dir` started with `overrides` (as recorded)."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir="))]
+    words = ["python", "train.py", *kept, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def training_interrupted(
+    trainer: pl.Trainer, sig: signal.Signals, run_dir: Path, overrides: Sequence[str]
+) -> TrainingInterrupted:
     """The exit for a run `sig` interrupted: where it stopped, the checkpoint kept, the command to resume."""
     where = f"training interrupted by {sig.name} at epoch {trainer.current_epoch}, step {trainer.global_step}"
     checkpoint = saved_checkpoint(trainer)
     if checkpoint is None:
         line = f"{where}; no checkpoint was saved, so a new run starts over"
     else:
-        line = (
-            f"{where}; checkpoint {checkpoint}; resume with: "
-            f"python train.py hydra.run.dir={run_dir} ckpt_path=last"
-        )
+        line = f"{where}; checkpoint {checkpoint}; resume with: {resume_command(run_dir, overrides)}"
     return TrainingInterrupted(sig.name, 128 + int(sig), line)
