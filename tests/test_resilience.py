@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 
 from dogbreed.config.errors import ConfigValueError
 from dogbreed.config.schema import check_train_config
+from dogbreed.training.callbacks import timed_checkpoints
 from tests.conftest import ROOT, TINY, compose_config
 
 STEPS_PER_EPOCH = 48 // 8  # 3 classes x 16 train images of shapes3, batch 8
@@ -141,6 +143,11 @@ def test_checkpoint_every_minutes_saves_last_ckpt_by_the_clock_for_a_kill_withou
 
 def test_checkpoint_every_minutes_is_checked_and_on_by_default_inside_a_job_only(tmp_path):
     assert compose_config(tmp_path).checkpoint_every_minutes is None
-    assert compose_config(tmp_path, ["backend=sagemaker_job"]).checkpoint_every_minutes == 10
+    assert timed_checkpoints(compose_config(tmp_path), tmp_path) == []
+    # Inside a job: where the job's last.ckpt goes (its synced checkpoint folder), every 10 minutes.
+    job = compose_config(tmp_path, ["backend=sagemaker_job", "callbacks.last_checkpoint.dirpath=/synced"])
+    assert job.checkpoint_every_minutes == 10
+    (timed,) = timed_checkpoints(job, tmp_path)
+    assert (timed.dirpath, timed._train_time_interval) == ("/synced", timedelta(minutes=10))
     with pytest.raises(ConfigValueError, match="checkpoint_every_minutes=0"):
         check_train_config(compose_config(tmp_path, ["checkpoint_every_minutes=0"]))

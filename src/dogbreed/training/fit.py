@@ -112,7 +112,7 @@ def build(
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     model, datamodule = build_model(cfg, images)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += timed_checkpoints(cfg.get("checkpoint_every_minutes"), run_dir / "checkpoints")
+    callbacks += timed_checkpoints(cfg, run_dir)
     callbacks += extra_callbacks
     if cfg.get("seed") is not None:  # exact resume: each epoch's random draws depend on (seed, epoch)
         callbacks.append(EpochSeeding(cfg.seed))
