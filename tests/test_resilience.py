@@ -120,6 +120,22 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_with_the_resume_command(shapes
 
 
 @pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_the_resume_command(shapes3, tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    cmd = _train_cmd(run_dir, shapes3, "trainer.max_epochs=50")
+    proc = _start(cmd)
+    _wait_for_checkpoint(proc, last)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("training interrupted by SIGINT")]
+    assert len(lines) == 1, output[-3000:]
+    assert f"checkpoint {last}; resume with: python train.py " in lines[0]
+    assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.slow
 def test_checkpoint_every_minutes_saves_last_ckpt_by_the_clock_for_a_kill_without_warning(shapes3, tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
