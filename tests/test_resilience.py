@@ -1,19 +1,24 @@
-"""A killed training run loses nothing: SIGKILL mid-epoch resumes from last.ckpt; SIGTERM saves one first."""
+"""A killed training run loses nothing: SIGKILL mid-epoch resumes from last.ckpt; SIGTERM saves one first and
+exits 143 with the line that says how to resume."""
 
 from __future__ import annotations
 
 import json
-import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY
+from dogbreed.config.errors import ConfigValueError
+from dogbreed.config.schema import check_train_config
+from dogbreed.training.callbacks import timed_checkpoints
+from tests.conftest import ROOT, TINY, compose_config
 
 STEPS_PER_EPOCH = 48 // 8  # 3 classes x 16 train images of shapes3, batch 8
 
@@ -78,7 +83,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_like_an_uninterrupted_run(shapes
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_before_exiting(shapes3, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_143_with_the_resume_command(shapes3, tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     cmd = _train_cmd(
@@ -92,7 +97,73 @@ def test_sigterm_saves_a_checkpoint_before_exiting(shapes3, tmp_path):
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert last.stat().st_mtime_ns != saved_at, output[-3000:]
     assert state["global_step"] > first
-    assert "SIGTERMException" in output
+    # Non-zero, as a shell reports a process ended by SIGTERM: a SageMaker job is not marked a success.
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("training interrupted by SIGTERM")]
+    assert len(lines) == 1, output[-3000:]
+    assert f"step {state['global_step']}" in lines[0]
+    assert f"checkpoint {last}" in lines[0]
+    resume = lines[0].split("resume with: ")[1]
+    assert resume.endswith(f"hydra.run.dir={run_dir} ckpt_path=last"), resume
+    assert "Traceback" not in output
+    assert not (run_dir / "metrics.json").exists(), "no test, no export after an interruption"
     assert not list(last.parent.glob(".*.tmp")), "no half-written checkpoint left behind"
-    if os.name == "posix":
-        assert proc.returncode != -signal.SIGKILL
+
+    # The printed command resumes the run (here only to the end of the epoch it stopped in).
+    words = shlex.split(resume)
+    assert words[:2] == ["python", "train.py"], resume
+    until = f"trainer.max_epochs={state['epoch'] + 1}"
+    _run([sys.executable, *words[1:], until])
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    assert final["global_step"] == (state["epoch"] + 1) * STEPS_PER_EPOCH, "resumed, not restarted"
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == state["epoch"] + 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_the_resume_command(shapes3, tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    cmd = _train_cmd(run_dir, shapes3, "trainer.max_epochs=50")
+    proc = _start(cmd)
+    _wait_for_checkpoint(proc, last)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("training interrupted by SIGINT")]
+    assert len(lines) == 1, output[-3000:]
+    assert f"checkpoint {last}; resume with: python train.py " in lines[0]
+    assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_checkpoint_every_minutes_saves_last_ckpt_by_the_clock_for_a_kill_without_warning(shapes3, tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # No step or epoch-end last.ckpt: only the clock (every 30 ms here) writes it.
+    cmd = _train_cmd(
+        run_dir,
+        shapes3,
+        "callbacks.last_checkpoint=null",
+        "checkpoint_every_minutes=0.0005",
+        "trainer.max_epochs=50",
+    )
+    proc = _start(cmd)
+    step = _wait_for_checkpoint(proc, last)
+    proc.send_signal(signal.SIGKILL)  # no signal to save on: what survives is what the clock saved
+    proc.wait(60)
+    assert step > 0
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    timed = [key for key in state["callbacks"] if "timedelta(microseconds=30000)" in key]
+    assert timed, list(state["callbacks"])
+
+
+def test_checkpoint_every_minutes_is_checked_and_on_by_default_inside_a_job_only(tmp_path):
+    assert compose_config(tmp_path).checkpoint_every_minutes is None
+    assert timed_checkpoints(compose_config(tmp_path), tmp_path) == []
+    # Inside a job: where the job's last.ckpt goes (its synced checkpoint folder), every 10 minutes.
+    job = compose_config(tmp_path, ["backend=sagemaker_job", "callbacks.last_checkpoint.dirpath=/synced"])
+    assert job.checkpoint_every_minutes == 10
+    (timed,) = timed_checkpoints(job, tmp_path)
+    assert (timed.dirpath, timed._train_time_interval) == ("/synced", timedelta(minutes=10))
+    with pytest.raises(ConfigValueError, match="checkpoint_every_minutes=0"):
+        check_train_config(compose_config(tmp_path, ["checkpoint_every_minutes=0"]))

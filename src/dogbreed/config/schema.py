@@ -73,6 +73,7 @@ class RunValues:
     seed: int | None = None
     ckpt_path: str | None = None
     export: bool = True
+    checkpoint_every_minutes: float | None = None
 
 
 TYPE_NAMES = {
@@ -166,6 +167,11 @@ def check_train_config(cfg: DictConfig) -> None:
     model = values["model"]
     check_scheduler(model.scheduler)
     check_freeze_has_weights(model.weights, model.freeze, model.allow_random_frozen_backbone)
+    if run.checkpoint_every_minutes is not None and run.checkpoint_every_minutes <= 0:
+        raise ConfigValueError(
+            f"checkpoint_every_minutes={run.checkpoint_every_minutes} is not allowed: use a number of "
+            "minutes above 0, or null for no checkpoint by time"
+        )
     ckpt = run.ckpt_path
     is_file_path = ckpt and ckpt not in LIGHTNING_CKPT_NAMES and "://" not in ckpt
     if is_file_path and not Path(ckpt).expanduser().is_file():

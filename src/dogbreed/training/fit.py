@@ -8,6 +8,7 @@ the final metric lines).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card
 from dogbreed.tracking.run_record import RunRecord, new_run_record, write_run_metrics, write_run_record
 from dogbreed.training.acceleration import configure_backends, maybe_compile, resolve_precision
+from dogbreed.training.callbacks import timed_checkpoints
 from dogbreed.training.evaluation import run_outcomes, write_evaluation_report
+from dogbreed.training.interruption import interrupted_by, training_interrupted
 from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
 from dogbreed.training.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
 
@@ -79,8 +82,6 @@ def fit(
         return finished  # resuming a finished run: nothing to train, its record stays as it is
     parts = build(cfg, run_dir, extra_callbacks or [], hydra_overrides() if overrides is None else overrides)
     outcome = run(parts)
-    if outcome is None:
-        return {}
     if not parts.trainer.is_global_zero:
         return outcome.metrics  # one process writes the model and the reports
     return finish(parts, outcome)
@@ -111,6 +112,7 @@ def build(
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     model, datamodule = build_model(cfg, images)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += timed_checkpoints(cfg, run_dir)
     callbacks += extra_callbacks
     if cfg.get("seed") is not None:  # exact resume: each epoch's random draws depend on (seed, epoch)
         callbacks.append(EpochSeeding(cfg.seed))
@@ -163,15 +165,24 @@ def build_model(cfg: DictConfig, images: Any) -> tuple[Any, Any]:
     return model, feature_datamodule(images, model, cfg.feature_cache.dir)
 
 
-def run(parts: Parts) -> Outcome | None:
-    """Train (resuming cfg.ckpt_path), then test the best checkpoint; None when training was interrupted."""
+def run(parts: Parts) -> Outcome:
+    """Train (resuming cfg.ckpt_path), then test the best checkpoint.
+
+    A signal that stops training raises TrainingInterrupted (a SystemExit, non-zero): no test, no export."""
     trainer, model, datamodule = parts.trainer, parts.model, parts.datamodule
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=parts.cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=parts.cfg.get("ckpt_path"))
+    except BaseException as exc:
+        sig = interrupted_by(exc, trainer)
+        if sig is None:
+            raise
+        overrides = (parts.record.manifest or {}).get("overrides", [])
+        interrupted = training_interrupted(trainer, sig, parts.run_dir, overrides)
+        if trainer.is_global_zero:
+            print(interrupted.line, file=sys.stderr, flush=True)
+        raise interrupted from None
     fit_seconds = time.perf_counter() - started
-    if trainer.interrupted:
-        log.warning("training was interrupted: test and export skipped")
-        return None
     metrics = epoch_metrics(trainer.callback_metrics)
     checkpoint, best = best_checkpoint(trainer)
     log.info("testing %s", best or "the final weights")
