@@ -15,19 +15,17 @@ the run.
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from dogbreed.data.device_transforms import eval_batch, train_batch
-from dogbreed.data.images import BadImageError, load_rgb
+from dogbreed.data.images import BadImageError, load_rgb, open_checked
 from dogbreed.data.preprocessing import Preprocessing
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -62,9 +60,10 @@ def nvjpeg_decodes(data: bytes) -> bool:
     if not data.startswith(JPEG_MAGIC):
         return False
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        # The one opening path (format allow-list, header check): nothing else parses these bytes.
+        with open_checked(data) as (img, header):
             upright = img.getexif().get(EXIF_ORIENTATION, 1) == 1
-            return img.format == "JPEG" and img.mode == "RGB" and upright
+            return header.format == "JPEG" and header.mode == "RGB" and upright
     except Exception:  # any doubt: load_rgb decides, and names the file if it cannot read it
         return False
 
