@@ -109,3 +109,19 @@ def through_sagemaker_handler(
     done = subprocess.run(command, cwd=work, env=environ, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def export_untrained_model(folder: Path) -> Path:
+    """An untrained ResNet18 for three classes, exported for 64-px inputs: for tests of the serving and
+    model-folder mechanics, where what it predicts does not matter."""
+    from dogbreed.data.preprocessing import preprocessing_for
+    from dogbreed.model.network import build_network
+    from dogbreed.modeldir.writer import export_model
+
+    return export_model(
+        build_network("resnet18", 3, None),
+        folder,
+        arch="resnet18",
+        class_names=["001.a", "002.b", "003.c"],
+        preprocessing=preprocessing_for("resnet18", 64),
+    )

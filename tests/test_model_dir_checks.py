@@ -9,23 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.data.preprocessing import preprocessing_for
-from dogbreed.model.network import build_network
 from dogbreed.modeldir.format import ModelDirError
 from dogbreed.modeldir.reader import load_model, read_model_description
-from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.engine import InferenceEngine
+from tests.serving_support import export_untrained_model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_model(
-        build_network("resnet18", 3, None),
-        tmp_path_factory.mktemp("model-dir-checks") / "model",
-        arch="resnet18",
-        class_names=["001.a", "002.b", "003.c"],
-        preprocessing=preprocessing_for("resnet18", 64),
-    )
+    return export_untrained_model(tmp_path_factory.mktemp("model-dir-checks") / "model")
 
 
 @pytest.fixture

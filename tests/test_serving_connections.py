@@ -14,9 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dogbreed.data.preprocessing import preprocessing_for
-from dogbreed.model.network import build_network
-from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.errors import BadRequestError
 from dogbreed.serving.responses import parse_output_options
 from tests.hostile_images import ordinary_jpeg, rgba_png_request
@@ -29,7 +26,7 @@ from tests.http_client import (
     timed_get,
     wait_until_busy,
 )
-from tests.serving_support import invoke
+from tests.serving_support import export_untrained_model, invoke
 
 MAX_CONNECTIONS = 200
 # The slow request's budget: 1 s to read it and its headers, plus 0.005 s for each of its 320 megapixels,
@@ -40,13 +37,7 @@ BUDGET = ["limits.decode_timeout_s=1", "limits.decode_s_per_megapixel=0.005"]
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     root = tmp_path_factory.mktemp("connections")
-    model_dir = export_model(
-        build_network("resnet18", 3, None),
-        root / "model",
-        arch="resnet18",
-        class_names=["001.a", "002.b", "003.c"],
-        preprocessing=preprocessing_for("resnet18", 64),
-    )
+    model_dir = export_untrained_model(root / "model")
     overrides = [
         "server.threads=1",
         f"server.max_connections={MAX_CONNECTIONS}",

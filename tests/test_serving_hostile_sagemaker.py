@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.data.preprocessing import preprocessing_for
-from dogbreed.model.network import build_network
 from dogbreed.modeldir.archive import pack_model
-from dogbreed.modeldir.writer import export_model
 from dogbreed.serving.app import create_app
 from dogbreed.serving.settings import ServerSettings
 from tests.conftest import ROOT
@@ -25,7 +22,7 @@ from tests.hostile_images import (
     pixel_budget_json,
     tiff_im_polyglot,
 )
-from tests.serving_support import invoke, running_server, through_sagemaker_handler
+from tests.serving_support import export_untrained_model, invoke, running_server, through_sagemaker_handler
 
 pytest.importorskip("sagemaker_pytorch_serving_container")
 
@@ -47,13 +44,7 @@ HOSTILE = {
 def packed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ResNet18 (64 px) packed as model.tar.gz and extracted as SageMaker does."""
     work = tmp_path_factory.mktemp("hostile-sagemaker")
-    export_model(
-        build_network("resnet18", 3, None),
-        work / "export",
-        arch="resnet18",
-        class_names=["001.a", "002.b", "003.c"],
-        preprocessing=preprocessing_for("resnet18", 64),
-    )
+    export_untrained_model(work / "export")
     with tarfile.open(pack_model(work / "export")) as tar:
         tar.extractall(work / "opt-ml-model", filter="data")
     return work / "opt-ml-model"

@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dogbreed.data.preprocessing import preprocessing_for
-from dogbreed.model.network import build_network
-from dogbreed.modeldir.writer import export_model
 from dogbreed.serving import handler
 from dogbreed.serving.app import create_app
 from dogbreed.serving.decoding import RequestLimits
@@ -23,7 +20,7 @@ from dogbreed.serving.engine import InferenceEngine
 from dogbreed.serving.errors import PayloadTooLargeError
 from dogbreed.serving.settings import ServerSettings
 from tests.hostile_images import many_scan_jpeg, tiff_im_polyglot
-from tests.serving_support import encode, invoke, running_server
+from tests.serving_support import encode, export_untrained_model, invoke, running_server
 from tests.test_serving_hostile import assert_client_error, peak_memory_growth
 
 MB = 2**20
@@ -32,13 +29,7 @@ MB = 2**20
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ResNet18 exported for 64-px inputs: what it predicts does not matter here."""
-    return export_model(
-        build_network("resnet18", 3, None),
-        tmp_path_factory.mktemp("image-budget") / "model",
-        arch="resnet18",
-        class_names=["001.a", "002.b", "003.c"],
-        preprocessing=preprocessing_for("resnet18", 64),
-    )
+    return export_untrained_model(tmp_path_factory.mktemp("image-budget") / "model")
 
 
 @pytest.fixture(scope="module")
