@@ -5,11 +5,12 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dogbreed.data import DogBreedDataModule
 from dogbreed.model.classifier import BreedClassifier
 from dogbreed.training.acceleration import resolve_precision
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import CONF_DIR, ROOT, compose_config
 
 
 def _options(group: str) -> list[str]:
@@ -44,6 +45,23 @@ def test_trainer_logger_callbacks_instantiate(tmp_path, trainer, logger, callbac
     )
     assert isinstance(trainer_obj, pl.Trainer)
     assert trainer_obj.checkpoint_callback.dirpath == str(tmp_path / "checkpoints")
+
+
+def test_every_trainer_argument_is_a_key_at_lightnings_default(tmp_path):
+    """trainer.<any Trainer argument>=... works without `+`: conf/trainer/default.yaml names each one, and
+    the ones this project does not choose keep Lightning's own default."""
+    import inspect
+
+    cfg = compose_config(tmp_path, ["trainer.accumulate_grad_batches=2", "trainer.max_time=00:00:10:00"])
+    assert cfg.trainer.accumulate_grad_batches == 2 and cfg.trainer.max_time == "00:00:10:00"
+    parameters = inspect.signature(pl.Trainer.__init__).parameters
+    from_groups = {"self", "logger", "callbacks"}  # set by fit() from their own config groups
+    default = OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml")
+    assert set(default) - {"_target_"} == set(parameters) - from_groups
+    ours = {"default_root_dir", "accelerator", "devices", "max_epochs", "precision", "log_every_n_steps"}
+    ours |= {"deterministic", "enable_progress_bar", "enable_model_summary", "plugins"}
+    for name in set(default) - {"_target_"} - ours:
+        assert default[name] == parameters[name].default, name
 
 
 def test_gpu_trainer_config_asks_for_bf16_on_gpu(tmp_path):

@@ -24,7 +24,7 @@ QUICK = [
     *TINY,
     "export=false",
     "~callbacks",
-    "+trainer.enable_checkpointing=false",
+    "trainer.enable_checkpointing=false",
     "trainer.limit_test_batches=1",
     "trainer.limit_val_batches=1",
 ]

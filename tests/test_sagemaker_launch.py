@@ -38,7 +38,7 @@ def test_dry_run_request_carries_the_overrides_metrics_and_job_settings(no_aws, 
         "+backend.tags.team=vision",
         "experiment=smoke",
         "model.lr=3e-4",
-        "+trainer.num_sanity_val_steps=0",
+        "trainer.num_sanity_val_steps=0",
         "data.root=/somewhere/local",
     ]
     cfg = compose_config(tmp_path, overrides)
@@ -48,7 +48,7 @@ def test_dry_run_request_carries_the_overrides_metrics_and_job_settings(no_aws, 
     assert printed["TrainingJobName"] == request["TrainingJobName"]
     hyperparameters = decoded(request["HyperParameters"])
     job_overrides = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
-    assert job_overrides == {"experiment": "smoke", "model.lr": "3e-4", "+trainer.num_sanity_val_steps": "0"}
+    assert job_overrides == {"experiment": "smoke", "model.lr": "3e-4", "trainer.num_sanity_val_steps": "0"}
     assert hyperparameters["sagemaker_program"] == "train.py"
     assert hyperparameters["sagemaker_submit_directory"].startswith("s3://my-bucket/dogbreed/code/")
     assert request["RoleArn"] == ROLE

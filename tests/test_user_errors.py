@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dogbreed.config.composition import exit_on_composition_error
 from dogbreed.config.errors import (
@@ -57,6 +58,21 @@ CASES = [
     ),
     pytest.param(
         ["modle=resnet18"], ["unknown key modle", "did you mean model?"], id="group-typo", marks=slow
+    ),
+    pytest.param(
+        ["trainer.precision=fp8"], ["trainer.precision=fp8", "bf16-mixed"], id="precision-fp8", marks=slow
+    ),
+    pytest.param(
+        ["feature_cache.enabled=true", "model.freeze=all"],
+        ["feature_cache.enabled=true", "model.freeze=head", "model.freeze=all"],
+        id="feature-cache-unfrozen",
+        marks=slow,
+    ),
+    pytest.param(
+        ["trainer=gpu"],
+        ["trainer.accelerator=gpu", "no CUDA GPU", "trainer=cpu"],
+        id="gpu-without-gpu",
+        marks=[slow, pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")],
     ),
 ]
 
@@ -238,3 +254,18 @@ def test_a_user_error_raised_under_another_is_found():
     except RuntimeError as wrapped:
         assert user_error_message(wrapped) == "folder d is not usable: missing d/valid"
     assert user_error_message(KeyError("a bug")) is None
+
+
+def test_precision_choices_are_lightnings_own():
+    import typing
+
+    from lightning.fabric import connector
+
+    from dogbreed.config.choices import PRECISIONS
+
+    lightning = {
+        str(v)
+        for alias in ("_PRECISION_INPUT_STR", "_PRECISION_INPUT_INT", "_PRECISION_INPUT_STR_ALIAS")
+        for v in typing.get_args(getattr(connector, alias))
+    }
+    assert set(PRECISIONS) == lightning | {"auto"}

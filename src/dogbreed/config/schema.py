@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from dogbreed.config.choices import ARCHES, BAD_IMAGE_POLICIES, DECODE_CHOICES, FREEZE_POLICIES
+from dogbreed.config.choices import ARCHES, BAD_IMAGE_POLICIES, DECODE_CHOICES, FREEZE_POLICIES, PRECISIONS
 from dogbreed.config.errors import ConfigValueError
 
 SCHEDULERS = (None, "constant", "cosine")
@@ -148,6 +148,25 @@ def check_freeze_has_weights(weights: str | None, freeze: str, allowed: bool) ->
         )
 
 
+def check_precision(precision: Any) -> None:
+    """trainer.precision must be auto or a value Lightning's Trainer takes."""
+    if str(precision) not in PRECISIONS:
+        raise ConfigValueError(
+            f"trainer.precision={precision} is not allowed: use auto, 32-true, bf16-mixed, 16-mixed or "
+            f"another of {', '.join(PRECISIONS[1:])}"
+        )
+
+
+def check_feature_cache(settings: Mapping[str, Any] | None, freeze: str) -> None:
+    """Cached backbone features hold only while the backbone does not train (model.freeze=head)."""
+    if settings and settings.get("enabled") and freeze != "head":
+        raise ConfigValueError(
+            f"feature_cache.enabled=true needs model.freeze=head, not model.freeze={freeze}: the backbone "
+            "would train and its cached features would go stale (use model.freeze=head, or "
+            "feature_cache.enabled=false)"
+        )
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ConfigValueError naming the first key whose value cannot work; build nothing."""
     values = {
@@ -167,6 +186,8 @@ def check_train_config(cfg: DictConfig) -> None:
     model = values["model"]
     check_scheduler(model.scheduler)
     check_freeze_has_weights(model.weights, model.freeze, model.allow_random_frozen_backbone)
+    check_precision(cfg.trainer.get("precision", "auto"))
+    check_feature_cache(cfg.get("feature_cache"), model.freeze)
     if run.checkpoint_every_minutes is not None and run.checkpoint_every_minutes <= 0:
         raise ConfigValueError(
             f"checkpoint_every_minutes={run.checkpoint_every_minutes} is not allowed: use a number of "

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dogbreed.config.errors import ConfigValueError
 from dogbreed.hardware import available_cpus  # noqa: F401 - callers here and in training
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,16 @@ GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 def uses_cuda(accelerator: str) -> bool:
     """Whether a Trainer with this `accelerator` setting will run on a CUDA device here."""
     return str(accelerator) in GPU_ACCELERATORS and torch.cuda.is_available()
+
+
+def check_accelerator_available(accelerator: str) -> None:
+    """trainer.accelerator=gpu (trainer=gpu) on a machine without a CUDA GPU: say so in one line."""
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigValueError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine "
+            "(torch.cuda.is_available() is false): use trainer=cpu, or trainer.accelerator=auto to use a GPU "
+            "only where there is one"
+        )
 
 
 def resolve_precision(precision: str | int, accelerator: str = "auto") -> str | int:

@@ -29,7 +29,12 @@ from dogbreed.tracking.manifest import build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
 from dogbreed.tracking.model_card import write_model_card
 from dogbreed.tracking.run_record import RunRecord, new_run_record, write_run_metrics, write_run_record
-from dogbreed.training.acceleration import configure_backends, maybe_compile, resolve_precision
+from dogbreed.training.acceleration import (
+    check_accelerator_available,
+    configure_backends,
+    maybe_compile,
+    resolve_precision,
+)
 from dogbreed.training.callbacks import timed_checkpoints
 from dogbreed.training.evaluation import run_outcomes, write_evaluation_report
 from dogbreed.training.interruption import interrupted_by, training_interrupted
@@ -74,6 +79,7 @@ def fit(
     (default: the command line's Hydra overrides).
     """
     check_train_config(cfg)  # a bad value stops here, before data or model is built
+    check_accelerator_available(cfg.trainer.get("accelerator", "auto"))
     check_logger_extras(cfg.get("logger"))  # a missing optional package fails before any work
     run_dir = Path(cfg.run_dir)
     log.info("run directory: %s", run_dir.resolve())
