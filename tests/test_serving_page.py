@@ -149,7 +149,7 @@ def test_the_page_its_files_and_the_report_ship_from_this_server_only(port, mode
 
     about = request(port, "GET", "/model").json()
     card = json.loads((model_dir / "model_card.json").read_text())
-    assert about["title"] == "Dog-breed classifier: resnet18, 6 classes" and about["num_classes"] == 6
+    assert about["title"] == "Image classifier: resnet18, 6 classes" and about["num_classes"] == 6
     assert about["test_accuracy"] == card["test_accuracy"] and about["report"] == "report"
     report = request(port, "GET", "/report")
     assert report.status == 200 and report.body == (model_dir / "evaluation.html").read_bytes()
@@ -167,7 +167,7 @@ def test_page_loads_with_no_console_error_and_says_what_the_model_is(browser, po
     card = json.loads((model_dir / "model_card.json").read_text())
     page.wait_for_selector("#model:has-text('test accuracy')")  # selectors: the page's policy forbids eval
     about = page.inner_text("#model")
-    assert about.startswith("Dog-breed classifier: resnet18, 6 classes")
+    assert about.startswith("Image classifier: resnet18, 6 classes")
     shown = re.search(r"test accuracy ([\d.]+)%", about)
     assert shown and abs(float(shown[1]) - 100 * card["test_accuracy"]) <= 0.5
     assert page.is_visible("#report")

@@ -266,3 +266,29 @@ def test_a_run_record_reads_back_as_written_with_references_kept_and_secrets_mas
     assert record.metrics == {"test/acc": 0.5}
     assert record.overrides == [overrides[0], "data.url=https://fetch:***@data.example/x.zip"]
     assert "hunter2" not in "".join(path.read_text() for path in run_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    "data_cfg, title, words",
+    [
+        ({"root": "/c/embedded-v1", "synthetic": {"classes": 6}}, "Image classifier", "smoke-test model"),
+        ({"root": "/data/dogImages/", "synthetic": None}, "Dog-breed classifier", "names the dog breed"),
+        ({"root": "/data/birds", "synthetic": None}, "Image classifier", "images in `birds`"),
+    ],
+    ids=["embedded-shapes", "dog-breeds", "own-folder"],
+)
+def test_model_card_describes_the_data_it_was_trained_on(trained_run, tmp_path, data_cfg, title, words):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_run / "model", model_dir)
+    card = write_model_card(
+        model_dir,
+        model_cfg={"weights": None, "freeze": "all"},
+        data_cfg=data_cfg,
+        metrics=json.loads((trained_run / "metrics.json").read_text()),
+        manifest=json.loads((trained_run / "manifest.json").read_text()),
+        evaluation_dir=trained_run / "evaluation",
+    ).read_text()
+    assert card.startswith(f"# {title}: resnet18, ") and words in card
+    assert json.loads((model_dir / "model_card.json").read_text())["title"].startswith(title)
+    if title == "Image classifier":
+        assert "dog breed" not in card

@@ -52,7 +52,7 @@ def model_summary(model_dir: Path, state: dict) -> dict:
     card = read_card_data(model_dir)
     engine = state.get("engine")
     return {
-        "title": card.get("title") or f"Dog-breed classifier: {description.arch}",
+        "title": card.get("title") or f"Image classifier: {description.arch}",
         "arch": description.arch,
         "num_classes": len(description.class_names),
         "test_accuracy": card.get("test_accuracy"),

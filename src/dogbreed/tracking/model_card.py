@@ -70,6 +70,7 @@ def write_model_card(
     model_dir: str | Path,
     *,
     model_cfg: Mapping[str, Any],
+    data_cfg: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any],
     manifest: Mapping[str, Any],
     evaluation_dir: str | Path,
@@ -77,7 +78,7 @@ def write_model_card(
     """Write <model_dir>/README.md and model_card.json (and copy the confusion matrix image and the
     evaluation report beside them); return the README's path."""
     model_dir, evaluation_dir = Path(model_dir), Path(evaluation_dir)
-    described = read_model_description(model_dir).config
+    described = {**read_model_description(model_dir).config, "data": trained_on(data_cfg or {})}
     copied = {}
     for name in (CONFUSION_IMAGE, REPORT_FILE):
         copied[name] = (evaluation_dir / name).is_file()
@@ -116,8 +117,35 @@ def read_card_data(model_dir: str | Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def trained_on(data_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """What the card says of the data: the embedded generated shapes, the dog-breed data set (its folder is
+    dogImages, as the download makes it), or a user's own folder, named by its last part."""
+    root = str(data_cfg.get("root") or "").rstrip("/")
+    if data_cfg.get("synthetic"):
+        return {"kind": "synthetic", "root": root}
+    return {"kind": "dog-breeds" if Path(root).name == "dogImages" else "own", "root": Path(root).name}
+
+
 def _title(described: Mapping[str, Any]) -> str:
-    return f"Dog-breed classifier: {described['arch']}, {described['num_classes']} classes"
+    kind = (described.get("data") or {}).get("kind")
+    name = "Dog-breed classifier" if kind == "dog-breeds" else "Image classifier"
+    return f"{name}: {described['arch']}, {described['num_classes']} classes"
+
+
+def _purpose(described: Mapping[str, Any]) -> str:
+    data, classes = described.get("data") or {}, described["num_classes"]
+    if data.get("kind") == "synthetic":
+        return (
+            f"A smoke-test model: trained on the embedded generated data set (a coloured shape on a plain "
+            f"background, {classes} classes), it shows that training, export and serving work; it knows "
+            "nothing of dogs or photos."
+        )
+    if data.get("kind") == "dog-breeds":
+        return f"An image classifier that names the dog breed in a photo, one of {classes} breeds."
+    return (
+        f"An image classifier that names which of its {classes} classes an image shows, trained on the "
+        f"images in `{data.get('root') or 'its data folder'}`."
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -129,7 +157,7 @@ def _number(value: Any) -> float | None:
 
 
 def _what_it_is(described: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> list[str]:
-    arch, classes = described["arch"], described["num_classes"]
+    arch = described["arch"]
     weights = model_cfg.get("weights")
     started = (
         f"torchvision's `{weights}` ImageNet weights" if weights else "random initialisation (no pretraining)"
@@ -144,7 +172,7 @@ def _what_it_is(described: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> l
     return [
         f"# {_title(described)}",
         "",
-        f"An image classifier that names the dog breed in a photo, one of {classes} breeds.",
+        _purpose(described),
         "",
         "## The model",
         f"- Architecture: {arch} with a new classification head ({head}).",

@@ -243,6 +243,7 @@ def finish(parts: Parts, outcome: Outcome) -> dict:
         write_model_card(
             model_dir,
             model_cfg=(parts.record.config or {})["model"],
+            data_cfg=(parts.record.config or {})["data"],
             metrics=summary,
             manifest=parts.record.manifest or {},
             evaluation_dir=run_dir / "evaluation",
