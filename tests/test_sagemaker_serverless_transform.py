@@ -6,6 +6,7 @@ inference handler service over ten JPEG and PNG files, answering as the local pr
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import re
 import subprocess
@@ -15,10 +16,11 @@ from pathlib import Path
 import boto3
 import pytest
 import torch
+from botocore.stub import Stubber
 
 from dogbreed.config.errors import UserError
 from dogbreed.modeldir.reader import load_model
-from dogbreed.sagemaker.batch_transform import run_batch_transform
+from dogbreed.sagemaker.batch_transform import TransformJobError, run_batch_transform, wait_until_done
 from dogbreed.sagemaker.endpoint import deploy_endpoint, teardown_endpoint
 from tests.aws_requests import request_problems
 from tests.conftest import CLOSED_PORT, MOTO_BUCKET, ROOT, compose_config
@@ -188,6 +190,36 @@ def test_bad_values_are_one_line_errors_before_anything_is_made(
         run(cfg)
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "model.tar.gz").exists()
+
+
+def test_a_failed_transform_job_ends_with_its_reason_in_one_line():
+    # moto's transform jobs complete at once: the Failed answer comes from botocore's Stubber.
+    client = boto3.client(
+        "sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    failed = {
+        "TransformJobName": "dogbreed-bad",
+        "TransformJobArn": "arn:aws:sagemaker:us-east-1:123456789012:transform-job/dogbreed-bad",
+        "TransformJobStatus": "Failed",
+        "FailureReason": "ClientError: See job logs for more information\n(a record was answered 400)",
+        "ModelName": "dogbreed-bad",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in/"}}},
+        "TransformOutput": {"S3OutputPath": "s3://b/out/"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        "CreationTime": now,
+    }
+    with Stubber(client) as stubber:
+        stubber.add_response("describe_transform_job", failed, {"TransformJobName": "dogbreed-bad"})  # waiter
+        stubber.add_response("describe_transform_job", failed, {"TransformJobName": "dogbreed-bad"})  # reason
+        with pytest.raises(TransformJobError) as raised:
+            wait_until_done(client, "dogbreed-bad")
+        stubber.assert_no_pending_responses()
+    assert str(raised.value) == (
+        "transform job dogbreed-bad ended Failed: ClientError: See job logs for more information (a record"
+        " was answered 400) (answers written so far are in s3://b/out/; the job's log is in CloudWatch, log"
+        " group /aws/sagemaker/TransformJobs)"
+    )
 
 
 @pytest.mark.slow  # two fresh interpreters importing Hydra and the SDK

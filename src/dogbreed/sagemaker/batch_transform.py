@@ -126,11 +126,15 @@ def wait_until_done(client: Any, name: str) -> None:
     from botocore.exceptions import WaiterError
 
     log.info("waiting for transform job %s (instances start in about 5 minutes)", name)
-    try:
-        client.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName=name)
-    except WaiterError:
-        pass  # the job's own status and reason say more than the waiter's message
-    described = client.describe_transform_job(TransformJobName=name)
+    waiter = client.get_waiter("transform_job_completed_or_stopped")
+    while True:
+        try:
+            waiter.wait(TransformJobName=name)
+        except WaiterError:
+            pass  # a failure, or the waiter's hour is up on a long job: the job's own status says which
+        described = client.describe_transform_job(TransformJobName=name)
+        if described["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
+            break
     if described["TransformJobStatus"] != "Completed":
         reason = described.get("FailureReason") or "no reason given"
         raise TransformJobError(
