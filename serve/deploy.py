@@ -1,8 +1,9 @@
 """python serve/deploy.py backend=local|sagemaker [model_dir=runs/train/<run>/model | model_data=s3://...]
 
 backend=local serves the exported model on 127.0.0.1:8080 (GET /ping, POST /invocations).
-backend=sagemaker creates a real-time endpoint running the same handler (teardown=true endpoint_name=<name>
-deletes it; backend.dry_run=true prints the requests and sends nothing).
+backend=sagemaker creates an endpoint running the same handler, real-time or serverless (teardown=true
+endpoint_name=<name> deletes it), or with transform.input=s3://... transform.output=s3://... a batch transform
+job over an S3 folder of images; backend.dry_run=true prints the requests and sends nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ def main(cfg: DictConfig) -> None:
         from dogbreed.sagemaker.endpoint import deploy_endpoint, teardown_endpoint
 
         # A SageMakerSetupError (no credentials, AWS refusing, no model) is one `error:` line, exit 2.
-        teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)
+        if cfg.teardown:
+            teardown_endpoint(cfg)
+        elif cfg.transform.input:
+            from dogbreed.sagemaker.batch_transform import run_batch_transform
+
+            run_batch_transform(cfg)
+        else:
+            deploy_endpoint(cfg)
         return
     raise ValueError(f"backend={cfg.backend.name} is not supported by deploy.py (use local or sagemaker)")
 

@@ -25,6 +25,7 @@ from dogbreed.sagemaker.endpoint import (
     wait_until_in_service,
 )
 from dogbreed.sagemaker.session import SageMakerSetupError
+from tests.aws_requests import request_problems
 from tests.conftest import CLOSED_PORT, MOTO_BUCKET, ROOT, compose_config
 
 BUCKET = MOTO_BUCKET  # the `aws` fixture creates it on the moto server
@@ -140,6 +141,7 @@ def test_dry_run_prints_model_endpoint_and_autoscaling_requests(no_aws, tmp_path
         },
     }
     assert not (tmp_path / "model.tar.gz").exists()  # model_data was not downloaded either
+    assert request_problems(requests) == []  # what botocore's model of both APIs accepts
 
 
 @pytest.mark.slow  # needs the shared tiny training run

@@ -1,4 +1,4 @@
-"""The train config's values a user sets, checked before anything is built.
+"""The values a user sets (the train config; deploy.py's serverless and transform), checked before use.
 
 Types are OmegaConf's structured-config validation (dataclasses below); the allowed ranges and choices are
 the rules after them. A bad value stops the run with one ConfigValueError naming the key. This module
@@ -76,6 +76,31 @@ class RunValues:
     checkpoint_every_minutes: float | None = None
 
 
+@dataclass
+class ServerlessValues:
+    """endpoint.serverless of conf/deploy.yaml: a serverless endpoint's memory and concurrency."""
+
+    enabled: bool = False
+    memory_size_mb: int = 2048
+    max_concurrency: int = 5
+
+
+@dataclass
+class TransformValues:
+    """transform of conf/deploy.yaml: a batch transform job of an S3 folder of images."""
+
+    input: str | None = None
+    output: str | None = None
+    content_type: str = "application/x-image"
+    accept: str = "application/json"
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    max_concurrent_transforms: int | None = None
+    max_payload_mb: int = 6
+    job_name: str | None = None
+    wait: bool = True
+
+
 TYPE_NAMES = {
     "int": "a whole number",
     "float": "a number",
@@ -115,6 +140,30 @@ RULES: list[Rule] = [
     ),
 ]
 
+# conf/deploy.yaml's values with a range; SageMaker's own limits (CreateEndpointConfig's ServerlessConfig,
+# CreateTransformJob), checked before anything is packed or uploaded.
+DEPLOY_RULES: list[Rule] = [
+    (
+        "endpoint.serverless.memory_size_mb",
+        lambda v: v in range(1024, 6145, 1024),
+        "1024, 2048, 3072, 4096, 5120 or 6144 (MB)",
+    ),
+    ("endpoint.serverless.max_concurrency", lambda v: 1 <= v <= 200, "from 1 to 200"),
+    (
+        "transform.input",
+        lambda v: v is None or (v.startswith("s3://") and len(v) > len("s3://")),
+        "an S3 folder of images, e.g. transform.input=s3://<bucket>/images/",
+    ),
+    (
+        "transform.output",
+        lambda v: v is None or (v.startswith("s3://") and len(v) > len("s3://")),
+        "an S3 folder for the answers, e.g. transform.output=s3://<bucket>/answers/",
+    ),
+    ("transform.instance_count", lambda v: v >= 1, "a positive number of instances"),
+    ("transform.max_payload_mb", lambda v: 1 <= v <= 100, "from 1 to 100 (MB per image)"),
+    ("transform.max_concurrent_transforms", lambda v: v is None or v >= 1, "null or a positive number"),
+]
+
 
 def _typed(section: str, node: Mapping[str, Any], schema: type) -> Any:
     """The values of `node` that `schema` knows, converted to its field types."""
@@ -128,6 +177,29 @@ def _typed(section: str, node: Mapping[str, Any], schema: type) -> Any:
         optional = " or null" if "None" in annotation else ""
         prefix = f"{section}." if section else ""
         raise ConfigValueError(f"{prefix}{key}={picked[key]} is not {expected}{optional}") from None
+
+
+def _check_rules(values: Mapping[str, Any], rules: list[Rule]) -> None:
+    """The first value a rule refuses, as one ConfigValueError: `section.name=value is not allowed`."""
+    for key, allowed, what in rules:
+        section, name = key.rsplit(".", 1)
+        value = getattr(values[section], name)
+        if not allowed(value):
+            raise ConfigValueError(f"{key}={value} is not allowed: use {what}")
+
+
+def check_deploy_config(cfg: DictConfig) -> None:
+    """Raise ConfigValueError naming the first endpoint.serverless or transform value SageMaker refuses."""
+    values = {
+        "endpoint.serverless": _typed("endpoint.serverless", cfg.endpoint.serverless, ServerlessValues),
+        "transform": _typed("transform", cfg.transform, TransformValues),
+    }
+    _check_rules(values, DEPLOY_RULES)
+    if values["transform"].input and not values["transform"].output:
+        raise ConfigValueError(
+            "transform.input is set but transform.output is not: give the S3 folder for the answers, "
+            "e.g. transform.output=s3://<bucket>/answers/"
+        )
 
 
 def check_scheduler(scheduler: str | None) -> None:
@@ -175,11 +247,7 @@ def check_train_config(cfg: DictConfig) -> None:
         "trainer": _typed("trainer", cfg.trainer, TrainerValues),
     }
     run = _typed("", cfg, RunValues)
-    for key, allowed, what in RULES:
-        section, name = key.split(".")
-        value = getattr(values[section], name)
-        if not allowed(value):
-            raise ConfigValueError(f"{key}={value} is not allowed: use {what}")
+    _check_rules(values, RULES)
     num_workers = cfg.data.get("num_workers", "auto")
     if num_workers != "auto" and not (str(num_workers).isdigit()):
         raise ConfigValueError(f"data.num_workers={num_workers} is not allowed: use auto or 0 or more")

@@ -1,10 +1,12 @@
-"""SageMaker real-time endpoints for the exported model (SDK v2): deploy and tear down.
+"""SageMaker endpoints for the exported model (SDK v2): deploy and tear down, real-time or serverless.
 
 `deploy_endpoint(cfg)` uploads the model packed with code/ (endpoint_model.py), creates the model, endpoint
-config and endpoint through `PyTorchModel.deploy`, waits for InService, and optionally registers Application
-Auto Scaling on the variant (endpoint_autoscaling.py). `teardown_endpoint(cfg)` removes all of it again.
-With backend.dry_run the requests are printed and kept in the run directory, and nothing is sent (the same
-botocore-level dry run as the training job's). Sessions, role and instance checks are sagemaker.py's.
+config and endpoint through `PyTorchModel.deploy` (on instances, or serverless with endpoint.serverless),
+waits for InService, and optionally registers Application Auto Scaling on the variant
+(endpoint_autoscaling.py). `teardown_endpoint(cfg)` removes all of it again. `breed_model` is the one
+PyTorchModel of both endpoints and batch transforms (batch_transform.py). With backend.dry_run the requests
+are printed and kept in the run directory, and nothing is sent (the same botocore-level dry run as the
+training job's). Sessions, role and instance checks are session.py's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.config.schema import check_deploy_config
 from dogbreed.modeldir.archive import CODE_DIR, ENTRY_POINT
 from dogbreed.sagemaker.dry_run import DryRun, show_request
 from dogbreed.sagemaker.endpoint_autoscaling import (
@@ -58,8 +61,8 @@ def _endpoint_name(cfg: DictConfig) -> str:
     return name
 
 
-def _image_uri(endpoint: DictConfig, session: Any) -> str:
-    """The PyTorch inference image for this region and instance (CPU or GPU build)."""
+def image_uri(endpoint: DictConfig, session: Any, instance_type: str | None) -> str:
+    """The PyTorch inference image for this region and instance (CPU or GPU build); None: serverless (CPU)."""
     from sagemaker import image_uris
 
     try:
@@ -68,8 +71,9 @@ def _image_uri(endpoint: DictConfig, session: Any) -> str:
             region=session.boto_region_name,
             version=str(endpoint.framework_version),
             py_version=str(endpoint.py_version),
-            instance_type=str(endpoint.instance_type),
+            instance_type=instance_type,
             image_scope="inference",
+            serverless_inference_config=None if instance_type else serverless_config(endpoint),
         )
     except ValueError as e:
         message = " ".join(str(e).split())
@@ -88,19 +92,41 @@ def _describe(call: Any, **kwargs: Any) -> dict | None:
         raise
 
 
-def _check_name_free(session: Any, name: str) -> None:
-    # The SDK would silently reuse a leftover model of the same name; stop before uploading instead.
+def check_name_free(session: Any, name: str, kinds: tuple[str, ...], fix: str) -> None:
+    """Refuse a name a resource of `kinds` already has: the SDK would silently reuse a leftover model of the
+    same name. Checked before uploading; `fix` says what to do instead."""
     client = session.sagemaker_client
-    for kind, call, key in (
-        ("endpoint", client.describe_endpoint, "EndpointName"),
-        ("endpoint config", client.describe_endpoint_config, "EndpointConfigName"),
-        ("model", client.describe_model, "ModelName"),
-    ):
+    calls = {
+        "endpoint": (client.describe_endpoint, "EndpointName"),
+        "endpoint config": (client.describe_endpoint_config, "EndpointConfigName"),
+        "model": (client.describe_model, "ModelName"),
+        "transform job": (client.describe_transform_job, "TransformJobName"),
+    }
+    for kind in kinds:
+        call, key = calls[kind]
         if _describe(call, **{key: name}) is not None:
-            raise SageMakerSetupError(
-                f"a SageMaker {kind} named {name} already exists: choose another endpoint_name or remove it"
-                f" with python serve/deploy.py backend=sagemaker teardown=true endpoint_name={name}"
-            )
+            raise SageMakerSetupError(f"a SageMaker {kind} named {name} already exists: {fix}")
+
+
+def serverless_config(endpoint: DictConfig) -> Any:
+    """endpoint.serverless as the SDK's ServerlessInferenceConfig; None when it is off."""
+    serverless = endpoint.get("serverless")
+    if serverless is None or not serverless.get("enabled"):
+        return None
+    sdk()
+    from sagemaker.serverless import ServerlessInferenceConfig
+
+    return ServerlessInferenceConfig(
+        memory_size_in_mb=int(serverless.memory_size_mb), max_concurrency=int(serverless.max_concurrency)
+    )
+
+
+def _check_serverless(endpoint: DictConfig, scaling: AutoscalingSettings | None) -> None:
+    if scaling is not None:
+        raise SageMakerSetupError(
+            "endpoint.serverless.enabled=true with endpoint.autoscaling.enabled=true: a serverless endpoint "
+            "scales itself (up to endpoint.serverless.max_concurrency); turn one of them off"
+        )
 
 
 def endpoint_environment(endpoint: DictConfig) -> dict[str, str]:
@@ -117,20 +143,26 @@ def deploy_endpoint(cfg: DictConfig) -> dict:
 
     Returns DescribeEndpoint's answer, or with a dry run the list of requests.
     """
+    check_deploy_config(cfg)
     endpoint = cfg.endpoint
     source = model_source(cfg)
     scaling = autoscaling_settings(endpoint)
+    serverless = serverless_config(endpoint)
+    if serverless is not None:
+        _check_serverless(endpoint, scaling)
     dry_run = DryRun() if cfg.backend.dry_run else None
     session = make_session(cfg.backend, dry_run)
     role = resolve_role(cfg.backend, dry_run is not None)
-    instance_shape = "ProductionVariantInstanceType"  # botocore's list of the types an endpoint takes
-    check_instance_type(
-        session, endpoint.instance_type, instance_shape, "endpoint.instance_type", "ml.m5.large"
-    )
-    image = _image_uri(endpoint, session)
+    instance_type = None if serverless is not None else str(endpoint.instance_type)
+    if instance_type is not None:
+        instance_shape = "ProductionVariantInstanceType"  # botocore's list of the types an endpoint takes
+        check_instance_type(session, instance_type, instance_shape, "endpoint.instance_type", "ml.m5.large")
+    image = image_uri(endpoint, session, instance_type)
     name = _endpoint_name(cfg)
     if dry_run is None:
-        _check_name_free(session, name)
+        teardown = f"python serve/deploy.py backend=sagemaker teardown=true endpoint_name={name}"
+        fix = f"choose another endpoint_name or remove it with {teardown}"
+        check_name_free(session, name, ("endpoint", "endpoint config", "model"), fix)
     model_data = stage_model(cfg, session, name, source, dry_run is not None)
     _create(cfg, session, role, image, model_data, name)
     if dry_run is None and _wait(endpoint, scaling):
@@ -166,14 +198,13 @@ def wait_until_in_service(client: Any, name: str) -> None:
         ) from None
 
 
-def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> None:
-    """CreateModel, CreateEndpointConfig and CreateEndpoint, all named `name`, through the SDK."""
+def breed_model(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> Any:
+    """The SDK's PyTorchModel of the packed archive, named `name`: what endpoints and transforms run."""
     sdk()
     from sagemaker.pytorch import PyTorchModel
 
     endpoint = cfg.endpoint
-    tags = [{"Key": str(k), "Value": str(v)} for k, v in (cfg.backend.get("tags") or {}).items()]
-    model = PyTorchModel(
+    return PyTorchModel(
         model_data=model_data,
         role=role,
         # No entry_point: the SDK would download, repack and re-upload an archive that has code/ already.
@@ -187,12 +218,38 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
         # The SDK's PyTorchPredictor sends and accepts application/x-npy, which the handler answers 406.
         predictor_cls=breed_predictor,
     )
-    log.info("creating endpoint %s (%s x %s)", name, endpoint.initial_instance_count, endpoint.instance_type)
+
+
+def resource_tags(cfg: DictConfig) -> list[dict[str, str]] | None:
+    tags = [{"Key": str(k), "Value": str(v)} for k, v in (cfg.backend.get("tags") or {}).items()]
+    return tags or None
+
+
+def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> None:
+    """CreateModel, CreateEndpointConfig and CreateEndpoint, all named `name`, through the SDK."""
+    endpoint = cfg.endpoint
+    model = breed_model(cfg, session, role, image, model_data, name)
+    serverless = serverless_config(endpoint)
+    if serverless is not None:
+        log.info(
+            "creating serverless endpoint %s (%s MB, at most %s requests at once)",
+            name,
+            serverless.memory_size_in_mb,
+            serverless.max_concurrency,
+        )
+        instances: dict[str, Any] = {"serverless_inference_config": serverless}
+    else:
+        log.info(
+            "creating endpoint %s (%s x %s)", name, endpoint.initial_instance_count, endpoint.instance_type
+        )
+        instances = {
+            "initial_instance_count": int(endpoint.initial_instance_count),
+            "instance_type": str(endpoint.instance_type),
+        }
     model.deploy(
-        initial_instance_count=int(endpoint.initial_instance_count),
-        instance_type=str(endpoint.instance_type),
+        **instances,
         endpoint_name=name,
-        tags=tags or None,
+        tags=resource_tags(cfg),
         wait=False,  # wait_until_in_service waits, without the SDK's fixed 30 s first sleep
     )
 
