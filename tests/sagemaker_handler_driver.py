@@ -3,7 +3,8 @@
     PYTHONPATH=<model_dir>/code python sagemaker_handler_driver.py <model_dir> <requests.json>
 
 requests.json: [{"body_file", "content_type", "accept"}, ...]. Prints one JSON object: where dogbreed was
-imported from and, per request, the status, response content type and body the toolkit produced.
+imported from, the engine model_fn loaded and, per request, the time handle() took, the status, response
+content type and body the toolkit produced.
 Run in a subprocess so that `dogbreed` comes from code/ of the model, as it does in the container.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -66,15 +68,21 @@ def main(model_dir: str, requests_file: str) -> None:
             headers["Accept"] = spec["accept"]
         processor = RequestProcessor(headers)
         context.request_processor = [processor]
-        (body,) = service.handle([{"body": Path(spec["body_file"]).read_bytes()}], context)
+        data = [{"body": Path(spec["body_file"]).read_bytes()}]
+        start = time.perf_counter()
+        (body,) = service.handle(data, context)
+        elapsed_ms = (time.perf_counter() - start) * 1000
         results.append(
             {
+                "ms": elapsed_ms,  # the toolkit's handle(): request bytes to the answer's body
                 "status": processor.status[0],
                 "content_type": processor.response_headers.get("content-type"),
                 "body": body if isinstance(body, str) else body.decode(),
             }
         )
-    print(json.dumps({"dogbreed_file": dogbreed.__file__, "results": results}))
+    # What model_fn returned: the engine that answered (e.g. "openvino int8" or "torch").
+    engine = service._service._model.name
+    print(json.dumps({"dogbreed_file": dogbreed.__file__, "engine": engine, "results": results}))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ import sys
 import sysconfig
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.container_packages import site_packages_without
 
 CONTAINER_TRAIN = "from sagemaker_training.cli.train import main; main()"
 FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
@@ -47,8 +49,9 @@ TINY_JOB = [
 ]
 
 
-def make_container_python(where: Path) -> Path:
-    """A Python like the PyTorch training container's: torch and the toolkits importable, dogbreed not."""
+def make_container_python(where: Path, without: Sequence[str] = ()) -> Path:
+    """A Python like the PyTorch training container's: torch and the toolkits importable, dogbreed not,
+    nor the distributions named in `without` (pip installs them into it for real)."""
     # No pip or setuptools of its own: the toolkit's `pip install -r requirements.txt` uses the test
     # environment's, and finds every requirement satisfied (as it would after installing them).
     subprocess.run(
@@ -62,7 +65,10 @@ def make_container_python(where: Path) -> Path:
         text=True,
     ).stdout.strip()
     # A path entry, not a site dir: the .pth files in there (the editable dogbreed among them) are not run.
-    Path(purelib, "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    seen = sysconfig.get_paths()["purelib"]
+    if without:
+        seen = str(site_packages_without(without, where / "test-environment"))
+    Path(purelib, "test-environment.pth").write_text(seen + "\n")
     probe = subprocess.run(
         [str(python), "-c", "import torch, sagemaker_training, sagemaker_pytorch_container; import dogbreed"],
         capture_output=True,

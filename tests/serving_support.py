@@ -96,16 +96,21 @@ def encode(image: Image.Image | Path, fmt: str) -> bytes:
 
 
 def through_sagemaker_handler(
-    model_dir: Path, requests: list[dict], work: Path, env: dict[str, str] | None = None
+    model_dir: Path,
+    requests: list[dict],
+    work: Path,
+    env: dict[str, str] | None = None,
+    python: Path | None = None,
 ) -> dict:
     """Run `requests` ({"body_file", "content_type", "accept"}) through the real SageMaker PyTorch handler
-    service in a process of its own, with `dogbreed` imported from the model's code/ as in the container.
-    Returns the driver's report: {"dogbreed_file", "results": [{"status", "content_type", "body"}, ...]}."""
+    service in a process of its own (of `python`, this one's by default), with `dogbreed` imported from the
+    model's code/ as in the container. Returns the driver's report:
+    {"dogbreed_file", "engine", "results": [{"status", "content_type", "body"}, ...]}."""
     (work / "requests.json").write_text(json.dumps(requests))
     environ = {**os.environ, "PYTHONPATH": str(model_dir / "code"), **(env or {})}
     environ.pop("SAGEMAKER_PROGRAM", None)  # the toolkit's default module name is "inference"
     driver = Path(__file__).parent / "sagemaker_handler_driver.py"
-    command = [sys.executable, str(driver), str(model_dir), "requests.json"]
+    command = [str(python or sys.executable), str(driver), str(model_dir), "requests.json"]
     done = subprocess.run(command, cwd=work, env=environ, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

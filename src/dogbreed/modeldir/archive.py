@@ -6,16 +6,19 @@ the modules of the package that inference imports (dogbreed.serving.handler and 
 reading their imports), nothing of training, tuning or SageMaker jobs; torch and torchvision come with the
 container and are never reinstalled. Training uses this module without importing any serving code.
 A model holding the optimised inference artifact also lists the runtime that `engine=auto` runs it with
-(OpenVINO): the container installs it at start-up, which needs PyPI (see docs/serving-performance.md for
-endpoints under network isolation).
+(OpenVINO, else ONNX Runtime). Packed for an endpoint (a Python version given), code/wheels/ holds that
+runtime's wheels and requirements.txt installs them with `--no-index`: the container starts with the
+optimised engine without reaching a package index, under network isolation too. Where the wheels cannot be
+fetched the runtime is left out (one log line) and the endpoint serves torch, unless its image has it.
 
-    python -m dogbreed.modeldir.archive runs/train/<run>/model [--out model.tar.gz]
+    python -m dogbreed.modeldir.archive runs/train/<run>/model [--out model.tar.gz] [--python-version 3.12]
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import shutil
 import tarfile
 import tempfile
@@ -26,7 +29,16 @@ from dogbreed.config.extras import requirement_of
 from dogbreed.files import remove_staging_litter, replace_dir, staging_dir
 from dogbreed.modeldir.format import ARTIFACTS_KEY, model_dir_problem
 from dogbreed.modeldir.reader import read_model_description
+from dogbreed.modeldir.runtime_wheels import (
+    WHEELS_DIR,
+    WheelsUnavailable,
+    download_wheels,
+    python_of_py_version,
+    runtime_requirement,
+)
 from dogbreed.modeldir.runtimes import RUNTIME_MODULES, RUNTIMES
+
+log = logging.getLogger(__name__)
 
 CODE_DIR = "code"
 ENTRY_POINT = "inference.py"
@@ -52,9 +64,19 @@ numpy
 """
 
 
-def requirements_for(model_dir: Path) -> str:
-    """REQUIREMENTS, plus the first runtime (OpenVINO, else ONNX Runtime) that may serve a version of the
-    optimised artifact that model.json records as kept: checked with it and not refused by it."""
+# pip reads options in a requirements file as on its command line, and --find-links relative to the file.
+OFFLINE = f"""\
+# The runtime's wheels ship in code/{WHEELS_DIR}/: installed without any package index (network isolation).
+--no-index
+--find-links {WHEELS_DIR}
+"""
+# The endpoint's Python when none is named: the PyTorch inference containers' (conf/deploy.yaml's py_version).
+ENDPOINT_PYTHON = python_of_py_version("py312")
+
+
+def servable_runtime(model_dir: Path) -> str | None:
+    """The first runtime (OpenVINO, else ONNX Runtime) that may serve a version of the optimised artifact
+    that model.json records as kept: checked with it and not refused by it; None without one."""
     config = read_model_description(model_dir).config
     servable = {
         runtime
@@ -63,15 +85,41 @@ def requirements_for(model_dir: Path) -> str:
         for runtime in entry.get("parity") or {}
         if runtime not in (entry.get("refused") or {})
     }
-    for runtime in RUNTIMES:  # the order engine=auto prefers them in
-        if runtime in servable:
-            return REQUIREMENTS + requirement_of(RUNTIME_MODULES[runtime]) + "\n"
-    return REQUIREMENTS
+    return next((runtime for runtime in RUNTIMES if runtime in servable), None)  # engine=auto's order
 
 
-def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
+def requirements_for(model_dir: Path, code: Path | None = None, python_version: str | None = None) -> str:
+    """REQUIREMENTS plus the runtime that serves the model's optimised artifact (servable_runtime). With
+    `python_version` its wheels for that Python go into `code`/wheels/ and are installed offline; without,
+    it is listed by name (installed from an index)."""
+    runtime = servable_runtime(model_dir)
+    if runtime is None:
+        return REQUIREMENTS
+    module = RUNTIME_MODULES[runtime]
+    if python_version is None or code is None:
+        return REQUIREMENTS + requirement_of(module) + "\n"
+    requirement = runtime_requirement(module)
+    try:
+        download_wheels(requirement, code / WHEELS_DIR, python_version)
+    except WheelsUnavailable as exc:
+        log.warning(
+            "%s not shipped in code/%s (%s): the endpoint serves torch unless its image has %s",
+            requirement,
+            WHEELS_DIR,
+            exc,
+            runtime,
+        )
+        shutil.rmtree(code / WHEELS_DIR, ignore_errors=True)
+        return REQUIREMENTS
+    return REQUIREMENTS + OFFLINE + requirement + "\n"
+
+
+def add_inference_code(
+    model_dir: str | Path, code: Path | None = None, python_version: str | None = None
+) -> Path:
     """Write <model_dir>/code/{inference.py, requirements.txt, dogbreed/} (replacing an older code/), or
-    the same into `code` when given (packing leaves the model directory as it is)."""
+    the same into `code` when given (packing leaves the model directory as it is); with `python_version`
+    (e.g. '3.12', the endpoint's), the serving runtime's wheels for it in code/wheels/."""
     model_dir = Path(model_dir)
     why = model_dir_problem(model_dir)
     if why:
@@ -87,7 +135,7 @@ def add_inference_code(model_dir: str | Path, code: Path | None = None) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(package / relative, target)
         (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
-        (staged / "requirements.txt").write_text(requirements_for(model_dir))
+        (staged / "requirements.txt").write_text(requirements_for(model_dir, staged, python_version))
         replace_dir(staged, code)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -141,17 +189,20 @@ def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def pack_model(model_dir: str | Path, out: str | Path | None = None) -> Path:
+def pack_model(
+    model_dir: str | Path, out: str | Path | None = None, python_version: str | None = None
+) -> Path:
     """model.tar.gz with weights.pt, model.json and code/ at the archive root (SageMaker's layout).
 
-    Written next to the model directory by default, never inside it.
+    Written next to the model directory by default, never inside it. `python_version`: the endpoint's
+    Python, for which the serving runtime's wheels are shipped (add_inference_code).
     """
     model_dir = Path(model_dir).resolve()
     out = Path(out) if out else model_dir.parent / "model.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dogbreed-code-") as tmp_dir:
         # This version's code/ goes into the archive; the model directory itself is left untouched.
-        code = add_inference_code(model_dir, Path(tmp_dir) / CODE_DIR)
+        code = add_inference_code(model_dir, Path(tmp_dir) / CODE_DIR, python_version)
         files = [
             (p, p.relative_to(model_dir).as_posix())
             for p in model_dir.rglob("*")
@@ -170,8 +221,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Add code/ to an exported model and pack model.tar.gz")
     parser.add_argument("model_dir")
     parser.add_argument("--out", help="archive path (default: model.tar.gz next to model_dir)")
+    parser.add_argument(
+        "--python-version",
+        default=ENDPOINT_PYTHON,
+        help=f"the endpoint's Python, for the serving runtime's wheels (default {ENDPOINT_PYTHON})",
+    )
+    parser.add_argument("--no-wheels", action="store_true", help="list the runtime instead (needs an index)")
     args = parser.parse_args(argv)
-    print(pack_model(args.model_dir, args.out))
+    print(pack_model(args.model_dir, args.out, None if args.no_wheels else args.python_version))
 
 
 if __name__ == "__main__":

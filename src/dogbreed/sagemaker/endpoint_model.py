@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from dogbreed.modeldir.archive import pack_model
 from dogbreed.modeldir.format import model_dir_problem
+from dogbreed.modeldir.runtime_wheels import python_of_py_version
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,15 @@ def stage_model(cfg: DictConfig, session: Any, name: str, source: Path | str, dr
     key_prefix = f"{backend.prefix}/models/{name}"
     uri = f"s3://{session.default_bucket()}/{key_prefix}/model.tar.gz"
     archive = Path(cfg.run_dir) / "model.tar.gz"
+    # The serving runtime's wheels for the endpoint's Python ship in code/wheels/ (no index at start-up).
+    python = python_of_py_version(str(cfg.endpoint.py_version))
     if isinstance(source, Path):
-        pack_model(source, archive)
+        pack_model(source, archive, python)
     elif dry_run:
         log.info("dry run: %s would be downloaded, given code/ and uploaded to %s", source, uri)
         return uri
     else:
-        _repack_s3_model(session, source, archive)
+        _repack_s3_model(session, source, archive, python)
     if dry_run:
         log.info("dry run: %s would be uploaded to %s", archive, uri)
         return uri
@@ -67,7 +70,7 @@ def stage_model(cfg: DictConfig, session: Any, name: str, source: Path | str, dr
     return session.upload_data(str(archive), bucket=session.default_bucket(), key_prefix=key_prefix)
 
 
-def _repack_s3_model(session: Any, model_data: str, archive: Path) -> None:
+def _repack_s3_model(session: Any, model_data: str, archive: Path, python: str) -> None:
     """model_data (e.g. a training job's output) -> archive with this project's code/ added."""
     from botocore.exceptions import ClientError
 
@@ -83,4 +86,4 @@ def _repack_s3_model(session: Any, model_data: str, archive: Path) -> None:
         with tarfile.open(local) as tar:
             tar.extractall(model_dir, filter="data")
         _check_exported_model(model_dir, f"model_data={model_data}")
-        pack_model(model_dir, archive)
+        pack_model(model_dir, archive, python)

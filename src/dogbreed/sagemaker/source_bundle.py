@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from dogbreed.config.extras import EXTRAS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 # What the job needs from the project; the container already has torch and torchvision (never reinstalled).
@@ -26,6 +29,15 @@ def container_requirements() -> list[str]:
         if bare.lower() not in CONTAINER_HAS:
             keep.append(name)
     return keep
+
+
+def export_requirements(onnx_cfg: Mapping[str, Any] | None) -> list[str]:
+    """What the job's export step needs for the optimised artifact (onnx.enabled): ONNX export and INT8
+    calibration (the onnx extra) and OpenVINO, so that the parity figures, and the runtime shipped in the
+    model's archive, are those of a local run with every runtime installed."""
+    if not (onnx_cfg or {}).get("enabled"):
+        return []
+    return [*EXTRAS["onnx"], *EXTRAS["openvino"]]
 
 
 def project_root() -> Path:

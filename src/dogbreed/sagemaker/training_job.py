@@ -31,7 +31,7 @@ from dogbreed.sagemaker.session import (
     check_backend,
     make_session,
 )
-from dogbreed.sagemaker.source_bundle import PROJECT_ROOT, project_root, stage_source
+from dogbreed.sagemaker.source_bundle import PROJECT_ROOT, export_requirements, project_root, stage_source
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,8 @@ def _staged_source(cfg: DictConfig) -> Iterator[Path]:
     except FileNotFoundError as e:  # not a checkout: nothing to ship
         raise SageMakerSetupError(str(e)) from None
     with tempfile.TemporaryDirectory(prefix="dogbreed-source-") as tmp:
-        yield stage_source(Path(tmp) / "source", job_requirements(cfg.get("logger")))
+        extra = [*job_requirements(cfg.get("logger")), *export_requirements(cfg.get("onnx"))]
+        yield stage_source(Path(tmp) / "source", extra)
 
 
 @contextmanager

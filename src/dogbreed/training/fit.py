@@ -21,9 +21,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from dogbreed.config.job_environment import in_sagemaker_job
 from dogbreed.config.schema import check_train_config
 from dogbreed.modeldir.archive import add_inference_code
 from dogbreed.modeldir.reader import load_model
+from dogbreed.modeldir.runtime_wheels import this_python
 from dogbreed.modeldir.writer import export_model
 from dogbreed.tracking.manifest import build_manifest, hydra_overrides
 from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
@@ -268,13 +270,15 @@ def export(parts: Parts) -> Path:
         dropout=cfg.model.get("dropout", 0.0),
         manifest=parts.record.manifest,
     )
-    # code/ (inference.py, requirements.txt, the package) makes the folder SageMaker's model.tar.gz as is.
-    add_inference_code(model_dir)
     log.info("exported model to %s", model_dir)
     if (cfg.get("onnx") or {}).get("enabled"):
         from dogbreed.modeldir.artifact import add_artifact_after_training
 
         add_artifact_after_training(model_dir, cfg.onnx, datamodule)
+    # code/ (inference.py, requirements.txt, the package) makes the folder SageMaker's model.tar.gz as is;
+    # written after the artifact, whose runtime it lists. In a job the folder is the endpoint's archive:
+    # the runtime's wheels ship in it, so the endpoint needs no package index (modeldir.archive).
+    add_inference_code(model_dir, python_version=this_python() if in_sagemaker_job() else None)
     return model_dir
 
 
