@@ -108,10 +108,18 @@ if ! reachable https://download.pytorch.org/whl/cpu/torch/; then
         say "wheels: no PyTorch CPU index; gathering torch==$torch_version+cpu and the [$extras] requirements into $wheels"
         echo "$wanted" >"$wheels/requirements.txt"
         python3 -m pip wheel --quiet --disable-pip-version-check --find-links "$wheels" -w "$wheels" \
-            -r "$wheels/requirements.txt"
+            -r "$wheels/requirements.txt" 2> >(grep -v "^WARNING: Location" >&2)
         echo "$wanted" >"$wheels/gathered-$smdebug.txt"
     fi
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # The same port each time where it is free: the URL is a build argument, and a new one would make
+    # Docker build the torch layer again.
+    port=$(python3 -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 47613))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
     python3 -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >/dev/null 2>&1 &
     server_pid=$!
     for _ in $(seq 50); do reachable "http://127.0.0.1:$port/" && break; sleep 0.2; done
