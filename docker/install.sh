@@ -47,6 +47,9 @@ torch)
         echo "torchvision: PyPI's CUDA build beside CPU torch, its compiled ops left out"
     fi
     python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+    # The CPU wheel ships torch's own C++ tests and headers (for building extensions): nothing here runs them.
+    torch_dir=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/torch
+    rm -rf "$torch_dir/test" "$torch_dir/include" "$torch_dir"/bin/*Test "$torch_dir"/bin/test_* "$torch_dir"/bin/protoc*
     ;;
 project)
     pip_from ".[$2]"
