@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -74,7 +75,7 @@ def started_container(image: str, args: Sequence[str], options: Sequence[str] = 
     try:
         yield name
     finally:
-        print(container_log(name)[-4000:])
+        print(container_log(name)[-4000:], file=sys.stderr)  # stdout stays a benchmark's JSON
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
