@@ -138,6 +138,7 @@ def test_train_logs_a_registered_pyfunc_model_that_answers_as_the_predictor(mlfl
     assert doubled_lines(output) == [], output[-4000:]
     assert len(export_chatter(output)) <= 2, export_chatter(output)
     assert "registered as dogbreed-test version 1" in output
+    assert output.count(f"MLflow run: {mlflow_server}/#/experiments/") == 1 and "View run" not in output
 
     mlflow.set_tracking_uri(mlflow_server)
     pyfunc = mlflow.pyfunc.load_model("models:/dogbreed-test/1")
@@ -167,8 +168,9 @@ def test_train_logs_a_registered_pyfunc_model_that_answers_as_the_predictor(mlfl
         [
             sys.executable,
             "-c",
-            "import mlflow, dogbreed; m = mlflow.pyfunc.load_model('models:/dogbreed-test/1'); "
-            "print(dogbreed.__file__)",
+            # dogbreed imported after loading: the copy the model carries, not the installed one.
+            "import mlflow; m = mlflow.pyfunc.load_model('models:/dogbreed-test/1'); "
+            "import dogbreed; print(dogbreed.__file__)",
         ],
         cwd=tmp_path,  # not the checkout: no src/ on the path
         env={**without_pythonpath(), "MLFLOW_TRACKING_URI": mlflow_server},

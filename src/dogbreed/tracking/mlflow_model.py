@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -90,12 +91,17 @@ def log_mlflow_model(
 
 @contextlib.contextmanager
 def quiet_model_logging() -> Iterator[None]:
-    """Without the progress bar of the copy MLflow validates the input example on (a bar per model)."""
+    """Without MLflow's progress lines while it logs the model (validating the input example, waiting for
+    the registry; its warnings stay) and the progress bar of the copy it validates the example on."""
     previous = os.environ.get(PROGRESS_BAR)
     os.environ[PROGRESS_BAR] = "false"
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    mlflow_logger.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
+        mlflow_logger.setLevel(level)
         if previous is None:
             os.environ.pop(PROGRESS_BAR, None)
         else:

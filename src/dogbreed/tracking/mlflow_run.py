@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from dogbreed.tracking.sagemaker_job import (
 )
 
 log = logging.getLogger(__name__)
+
+PRINT_URL_OFF = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
 
@@ -111,6 +114,9 @@ def start_mlflow_runs(
     from mlflow.entities import RunTag
 
     quiet_request_header_plugins()
+    # MLflow prints the run's address each time Lightning ends the run (after fit, again after test):
+    # finish_mlflow_runs logs it once instead.
+    os.environ.setdefault(PRINT_URL_OFF, "true")
     for logger in loggers:
         logger.log_hyperparams(mask_secrets(dict(config)))
         tags = [RunTag(key, value) for key, value in mask_secrets(run_tags(manifest, run_dir)).items()]
@@ -143,6 +149,10 @@ def finish_mlflow_runs(
                 client.log_artifact(run_id, str(run_dir / name), str(Path("diagnostics", name).parent))
         if model_dir and Path(model_dir).is_dir() and model_values.log_exported_model:
             log_model(client.tracking_uri, str(run_id), model_dir, model_values.registered_model_name)
+        if client.tracking_uri.startswith(("http://", "https://")):
+            experiment = client.get_run(str(run_id)).info.experiment_id
+            server = mask_secrets(client.tracking_uri.rstrip("/"))
+            log.info("MLflow run: %s/#/experiments/%s/runs/%s", server, experiment, run_id)
 
 
 def log_model(
