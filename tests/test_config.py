@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from dogbreed.data import DogBreedDataModule
 from dogbreed.model.classifier import BreedClassifier
+from dogbreed.tracking.mlflow_run import instantiate_logger
 from dogbreed.training.acceleration import resolve_precision
 from tests.conftest import CONF_DIR, compose_config
 
@@ -39,7 +40,7 @@ def test_trainer_logger_callbacks_instantiate(tmp_path, trainer, logger, callbac
     trainer_obj = instantiate(
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],
-        logger=[instantiate(lg) for lg in cfg.logger.values()],
+        logger=[instantiate_logger(lg) for lg in cfg.logger.values()],  # as fit() does
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),  # as fit() does
     )
     assert isinstance(trainer_obj, pl.Trainer)

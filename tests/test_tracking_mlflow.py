@@ -204,17 +204,17 @@ def test_rule_reports_and_outputs_of_a_run_dir_become_artifacts(tmp_path):
 def test_a_sagemaker_tracking_server_arn_is_a_tracking_uri(no_aws, tmp_path):
     """The sagemaker-mlflow plugin (in the mlflow extra) makes the ARN a store MLflow knows; no request goes
     out before the run logs, so nothing here reaches AWS."""
-    from hydra.utils import instantiate
+    from dogbreed.tracking.mlflow_run import instantiate_logger
 
     arn = "arn:aws:sagemaker:eu-west-1:123456789012:mlflow-tracking-server/dogbreed"
-    logger = instantiate(
+    logger = instantiate_logger(
         compose_config(tmp_path, ["logger=mlflow", f"logger.mlflow.tracking_uri={arn}"]).logger.mlflow
     )
     assert logger.save_dir is None  # a remote store, not a local folder
     from hydra.errors import InstantiationException
 
     with pytest.raises(InstantiationException, match="unsupported URI 'nosuchscheme"):
-        instantiate(
+        instantiate_logger(
             compose_config(
                 tmp_path, ["logger=mlflow", "logger.mlflow.tracking_uri=nosuchscheme://x"]
             ).logger.mlflow
