@@ -222,7 +222,8 @@ def test_a_study_logs_only_the_models_it_keeps(mlflow_server, shapes3, tmp_path,
     assert len(trial_runs) == 2
     assert model.source_run_id == trial_runs[str(study.best_trial.number)].info.run_id
     (version,) = client.search_model_versions("name='dogbreed-study'")
-    assert version.version == "1" and version.model_id == model.model_id
+    assert version.version == "1" and version.source == f"models:/{model.model_id}"
+    assert model.status == "READY"
 
 
 def test_registered_model_name_needs_the_model_logged(tmp_path):

@@ -72,6 +72,15 @@ def log_mlflow_model(
     example = pd.DataFrame({mlflow_pyfunc.IMAGE_COLUMN: [image]})
     # Model.log logs through MLflow's current tracking URI: the run's own, whichever logger set it last.
     mlflow.set_tracking_uri(tracking_uri)
+    run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
+    # Created here, in the run's experiment: left to itself, Model.log puts a model logged for a run that is
+    # not the active one into MLflow's default experiment.
+    logged = mlflow.initialize_logged_model(
+        name=MODEL_NAME,
+        source_run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        params=dict(run.data.params),  # as Model.log copies them
+    )
     with tempfile.TemporaryDirectory(prefix="dogbreed-pyfunc-") as scratch, quiet_model_logging():
         code = copy_package_modules(Path(scratch), PYFUNC_MODULE)
         return Model.log(
@@ -79,6 +88,7 @@ def log_mlflow_model(
             name=MODEL_NAME,
             flavor=mlflow.pyfunc,
             run_id=run_id,
+            model_id=logged.model_id,
             registered_model_name=registered_model_name,
             python_model=mlflow_pyfunc.__file__,  # models from code: the file, not a pickled object
             artifacts={mlflow_pyfunc.MODEL_DIR_ARTIFACT: str(model_dir)},

@@ -104,7 +104,7 @@ def log_kept_models(parent: Any, study_cfg: DictConfig, kept: list[Any]) -> None
         model_dir = Path(trial.user_attrs.get("run_dir", "")) / "model"
         found = client.search_runs(
             [parent.experiment_id],
-            f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{TRIAL_TAG}` = '{trial.number}'",
+            f"tags.`{PARENT_TAG}` = '{parent_id}' AND tags.`{TRIAL_TAG}` = '{trial.number}'",
             max_results=1,
         )
         if not found or not model_dir.is_dir() or found[0].data.tags.get(MODEL_TAG):
