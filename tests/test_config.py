@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from dogbreed.data import DogBreedDataModule
 from dogbreed.model.classifier import BreedClassifier
+from dogbreed.tracking.mlflow_run import instantiate_logger
 from dogbreed.training.acceleration import resolve_precision
 from tests.conftest import CONF_DIR, ROOT, compose_config
 
@@ -40,7 +41,7 @@ def test_trainer_logger_callbacks_instantiate(tmp_path, trainer, logger, callbac
     trainer_obj = instantiate(
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],
-        logger=[instantiate(lg) for lg in cfg.logger.values()],
+        logger=[instantiate_logger(lg) for lg in cfg.logger.values()],  # as fit() does
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),  # as fit() does
     )
     assert isinstance(trainer_obj, pl.Trainer)

@@ -65,9 +65,17 @@ def test_fit_logs_params_metrics_artifacts_and_model_to_a_local_store(shapes3, t
     assert (local / "evaluation" / "confusion_matrix.png").is_file()
     from dogbreed.modeldir.reader import load_model
 
-    model = load_model(local / "model")  # the exported model, loadable from what MLflow holds
+    # The exported model is the run's MLflow model, its folder as SageMaker serves it inside.
+    (logged,) = client.search_logged_models([run.info.experiment_id])
+    assert logged.source_run_id == run.info.run_id and logged.name == "model"
+    mlflow_model = mlflow.artifacts.download_artifacts(
+        f"models:/{logged.model_id}", dst_path=str(tmp_path / "mlflow-model"), tracking_uri=uri
+    )
+    folder = Path(mlflow_model) / "artifacts" / "model"
+    model = load_model(folder)  # the exported model, loadable from what MLflow holds
     assert model.class_names == summary_class_names(tmp_path / "run")
-    assert (local / "model" / "README.md").is_file() and (local / "model" / "code" / "inference.py").is_file()
+    assert (folder / "README.md").is_file() and (folder / "code" / "inference.py").is_file()
+    assert (Path(mlflow_model) / "MLmodel").is_file()
     # Several loggers at once: the CSV logger wrote its file as before.
     assert (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").is_file()
 
@@ -196,17 +204,17 @@ def test_rule_reports_and_outputs_of_a_run_dir_become_artifacts(tmp_path):
 def test_a_sagemaker_tracking_server_arn_is_a_tracking_uri(no_aws, tmp_path):
     """The sagemaker-mlflow plugin (in the mlflow extra) makes the ARN a store MLflow knows; no request goes
     out before the run logs, so nothing here reaches AWS."""
-    from hydra.utils import instantiate
+    from dogbreed.tracking.mlflow_run import instantiate_logger
 
     arn = "arn:aws:sagemaker:eu-west-1:123456789012:mlflow-tracking-server/dogbreed"
-    logger = instantiate(
+    logger = instantiate_logger(
         compose_config(tmp_path, ["logger=mlflow", f"logger.mlflow.tracking_uri={arn}"]).logger.mlflow
     )
     assert logger.save_dir is None  # a remote store, not a local folder
     from hydra.errors import InstantiationException
 
     with pytest.raises(InstantiationException, match="unsupported URI 'nosuchscheme"):
-        instantiate(
+        instantiate_logger(
             compose_config(
                 tmp_path, ["logger=mlflow", "logger.mlflow.tracking_uri=nosuchscheme://x"]
             ).logger.mlflow

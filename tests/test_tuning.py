@@ -301,6 +301,9 @@ def test_only_the_best_trials_keep_their_exported_models(tmp_path, direction, ke
         )
     KeepBestModels(keep)(study, study.trials[-1])
     assert [n for n in range(3) if (tmp_path / f"{n:04d}" / "model").is_dir()] == kept
+    # The same trials, best first, are those whose models a study logs to MLflow when it ends.
+    ranked = [t.number for t in KeepBestModels(keep).kept(study)]
+    assert sorted(ranked) == kept and ranked[0] == (1 if direction == "minimize" else 0)
     assert all((tmp_path / f"{n:04d}" / "metrics.json").is_file() for n in range(3))
     with pytest.raises(TuneConfigError, match="tune.keep_models=-1"):
         KeepBestModels(-1)

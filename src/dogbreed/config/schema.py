@@ -101,6 +101,16 @@ class TransformValues:
     wait: bool = True
 
 
+@dataclass
+class MlflowModelValues:
+    """The keys of logger.mlflow that this project reads itself (the logger is built without them)."""
+
+    log_exported_model: bool = True
+    registered_model_name: str | None = None
+
+
+MLFLOW_MODEL_KEYS = tuple(f.name for f in fields(MlflowModelValues))
+
 TYPE_NAMES = {
     "int": "a whole number",
     "float": "a number",
@@ -261,10 +271,31 @@ def check_train_config(cfg: DictConfig) -> None:
             f"checkpoint_every_minutes={run.checkpoint_every_minutes} is not allowed: use a number of "
             "minutes above 0, or null for no checkpoint by time"
         )
+    for key, node in (cfg.get("logger") or {}).items():
+        check_mlflow_model_values(f"logger.{key}", node)
     ckpt = run.ckpt_path
     is_file_path = ckpt and ckpt not in LIGHTNING_CKPT_NAMES and "://" not in ckpt
     if is_file_path and not Path(ckpt).expanduser().is_file():
         raise ConfigValueError(
             f"ckpt_path={ckpt}: no such checkpoint file (use a .ckpt file, ckpt_path=last to resume the "
             "run in hydra.run.dir, or ckpt_path=null to start fresh)"
+        )
+
+
+def check_mlflow_model_values(section: str, node: Mapping[str, Any] | None) -> None:
+    """A logger node's registered_model_name needs its exported model logged; a name is not blank."""
+    if not node or not any(key in node for key in MLFLOW_MODEL_KEYS):
+        return
+    values = _typed(section, node, MlflowModelValues)
+    name = values.registered_model_name
+    if name is not None and not name.strip():
+        raise ConfigValueError(
+            f"{section}.registered_model_name={name!r} is not allowed: use a model name, or null to log "
+            "the model without registering it"
+        )
+    if name is not None and not values.log_exported_model:
+        raise ConfigValueError(
+            f"{section}.registered_model_name={name} registers the logged model, but "
+            f"{section}.log_exported_model=false logs none: set log_exported_model=true or "
+            "registered_model_name=null"
         )

@@ -129,11 +129,7 @@ def add_inference_code(
     remove_staging_litter(code)
     staged = staging_dir(code)
     try:
-        package = Path(dogbreed.__file__).resolve().parent
-        for relative in imported_modules(package):
-            target = staged / "dogbreed" / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(package / relative, target)
+        copy_package_modules(staged)
         (staged / ENTRY_POINT).write_text(ENTRY_POINT_SOURCE)
         (staged / "requirements.txt").write_text(requirements_for(model_dir, staged, python_version))
         replace_dir(staged, code)
@@ -144,6 +140,17 @@ def add_inference_code(
 
 # Where inference starts; everything of the package it imports (at module level or inside functions) ships.
 INFERENCE_ROOT = "serving/handler.py"
+
+
+def copy_package_modules(folder: Path, root: str = INFERENCE_ROOT) -> Path:
+    """Copy the package's modules that `root` (a file of the package) imports into <folder>/dogbreed, which
+    it returns: the code a model folder or an MLflow model carries so that it loads without the project."""
+    package = Path(dogbreed.__file__).resolve().parent
+    for relative in imported_modules(package, root):
+        target = folder / "dogbreed" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(package / relative, target)
+    return folder / "dogbreed"
 
 
 def imported_modules(package: Path, root: str = INFERENCE_ROOT) -> list[Path]:

@@ -7,6 +7,8 @@ this module only makes them. Needs the `onnx` extra (onnx, onnxruntime).
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 from dogbreed.modeldir.predictor import BreedModel
+
+log = logging.getLogger(__name__)
 
 OPSET = 17
 # Histogram calibration keeps every calibrated tensor of the images it is fed before it folds them into
@@ -66,7 +70,7 @@ def quantize_int8(onnx_path: Path, out_path: Path, model: BreedModel, images: Se
     stem = first_convolution(onnx_path)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".calibration-") as scratch:
         # The quantiser writes its augmented copy of the graph next to the model unless told otherwise.
-        with working_directory(scratch):
+        with working_directory(scratch), quantiser_chatter_at_debug():
             quantize_static(
                 str(onnx_path),
                 str(out_path),
@@ -115,6 +119,34 @@ def calibration_reader(model: BreedModel, images: Sequence[Path]):
             return None if group is None else {"images": model.preprocess(group).numpy()}
 
     return Reader()
+
+
+class _RootRecordsToDebug(logging.Filter):
+    """Records that ONNX Runtime's quantiser logs on the root logger, moved to this module's debug log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "onnxruntime" not in record.pathname:
+            return True
+        log.debug("onnxruntime: %s", record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def quantiser_chatter_at_debug() -> Iterator[None]:
+    """ONNX Runtime's quantiser prints its progress (a line per calibration batch, its histogram settings)
+    and logs advice on the root logger (pre-process the model first: it is exported for this already).
+    Both go to the debug log, so that a run prints the artifact's own lines only."""
+    printed = io.StringIO()
+    demote = _RootRecordsToDebug()
+    logging.getLogger().addFilter(demote)  # the quantiser calls logging.warning(), on the root logger
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        logging.getLogger().removeFilter(demote)
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                log.debug("onnxruntime: %s", line)
 
 
 @contextlib.contextmanager

@@ -1,18 +1,24 @@
 """What a training run records in MLflow beyond Lightning's MLFlowLogger (which logs the metrics): the
-config as flattened params, provenance tags, and at the end the evaluation files, the manifest and
-the exported model as artifacts."""
+config as flattened params, provenance tags, and at the end the evaluation files and the manifest as
+artifacts and the exported model as an MLflow model (dogbreed.tracking.mlflow_model)."""
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.config.errors import MissingExtraError
+from dogbreed.config.schema import MLFLOW_MODEL_KEYS, MlflowModelValues
 from dogbreed.config.secrets import mask_secrets
+from dogbreed.tracking.mlflow_headers import quiet_request_header_plugins
 from dogbreed.tracking.run_record import RECORD_FILES
 from dogbreed.tracking.sagemaker_job import (
     MLFLOW_LOGGER,
@@ -20,6 +26,10 @@ from dogbreed.tracking.sagemaker_job import (
     logger_targets,
     mlflow_job_tags,
 )
+
+log = logging.getLogger(__name__)
+
+PRINT_URL_OFF = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 EXTRA_HINT = "pip install -e '.[mlflow]' (or pip install mlflow-skinny sqlalchemy alembic sagemaker-mlflow)"
 
@@ -63,6 +73,22 @@ def mlflow_loggers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
     return [lg for lg in loggers if isinstance(lg, MLFlowLogger)]
 
 
+def instantiate_logger(node: DictConfig, **kwargs: Any) -> Any:
+    """The logger a `logger.<name>` node describes, built without the keys this project reads itself
+    (logger.mlflow.log_exported_model and registered_model_name: MLFlowLogger takes neither)."""
+    if any(key in node for key in MLFLOW_MODEL_KEYS):
+        node = OmegaConf.masked_copy(node, [str(k) for k in node if str(k) not in MLFLOW_MODEL_KEYS])
+    return instantiate(node, **kwargs)
+
+
+def mlflow_model_values(logger_cfg: Mapping[str, Any] | None) -> MlflowModelValues:
+    """What the first MLflow logger says about logging and registering the exported model."""
+    for node in (logger_cfg or {}).values():
+        if node and node.get("_target_") == MLFLOW_LOGGER:
+            return MlflowModelValues(**{k: node[k] for k in MLFLOW_MODEL_KEYS if k in node})
+    return MlflowModelValues()
+
+
 def run_tags(manifest: Mapping[str, Any], run_dir: str | Path) -> dict[str, str]:
     git = manifest.get("git") or {}
     tags = {
@@ -87,6 +113,10 @@ def start_mlflow_runs(
         return  # nothing to do, and MLflow may not be installed
     from mlflow.entities import RunTag
 
+    quiet_request_header_plugins()
+    # MLflow prints the run's address each time Lightning ends the run (after fit, again after test):
+    # finish_mlflow_runs logs it once instead.
+    os.environ.setdefault(PRINT_URL_OFF, "true")
     for logger in loggers:
         logger.log_hyperparams(mask_secrets(dict(config)))
         tags = [RunTag(key, value) for key, value in mask_secrets(run_tags(manifest, run_dir)).items()]
@@ -98,8 +128,11 @@ def finish_mlflow_runs(
     run_dir: str | Path,
     model_dir: str | Path | None,
     summary: Mapping[str, Any],
+    model_values: MlflowModelValues | None = None,
 ) -> None:
-    """Log the run's outputs as artifacts and the summary figures that are not already metrics."""
+    """Log the run's outputs as artifacts and the summary figures that are not already metrics, and the
+    exported model as an MLflow model (registered when `model_values` names it)."""
+    model_values = model_values or MlflowModelValues()
     run_dir = Path(run_dir)
     for logger in mlflow_loggers(loggers):
         client, run_id = logger.experiment, logger.run_id
@@ -114,6 +147,23 @@ def finish_mlflow_runs(
         for name in DIAGNOSTICS_FILES:
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name), str(Path("diagnostics", name).parent))
-        if model_dir and Path(model_dir).is_dir():
-            # The SageMaker model.tar.gz layout as it is: weights, model.json, the card and code/.
-            client.log_artifacts(run_id, str(model_dir), "model")
+        if model_dir and Path(model_dir).is_dir() and model_values.log_exported_model:
+            log_model(client.tracking_uri, str(run_id), model_dir, model_values.registered_model_name)
+        if client.tracking_uri.startswith(("http://", "https://")):
+            experiment = client.get_run(str(run_id)).info.experiment_id
+            server = mask_secrets(client.tracking_uri.rstrip("/"))
+            log.info("MLflow run: %s/#/experiments/%s/runs/%s", server, experiment, run_id)
+
+
+def log_model(
+    tracking_uri: str, run_id: str, model_dir: str | Path, registered_model_name: str | None
+) -> Any:
+    """The model folder as an MLflow model of run `run_id` (its artifacts: the folder as SageMaker serves
+    it), registered when a name is given; one log line says where it went."""
+    from dogbreed.tracking.mlflow_model import log_mlflow_model
+
+    info = log_mlflow_model(tracking_uri, run_id, model_dir, registered_model_name)
+    version = getattr(info, "registered_model_version", None)
+    registered = f", registered as {registered_model_name} version {version}" if version else ""
+    log.info("logged %s to MLflow as %s%s", model_dir, info.model_uri, registered)
+    return info

@@ -28,7 +28,13 @@ from dogbreed.modeldir.reader import load_model
 from dogbreed.modeldir.runtime_wheels import this_python
 from dogbreed.modeldir.writer import export_model
 from dogbreed.tracking.manifest import build_manifest, hydra_overrides
-from dogbreed.tracking.mlflow_run import check_logger_extras, finish_mlflow_runs, start_mlflow_runs
+from dogbreed.tracking.mlflow_run import (
+    check_logger_extras,
+    finish_mlflow_runs,
+    instantiate_logger,
+    mlflow_model_values,
+    start_mlflow_runs,
+)
 from dogbreed.tracking.model_card import write_model_card
 from dogbreed.tracking.run_record import RunRecord, new_run_record, write_run_metrics, write_run_record
 from dogbreed.training.acceleration import (
@@ -40,6 +46,7 @@ from dogbreed.training.acceleration import (
 from dogbreed.training.callbacks import timed_checkpoints
 from dogbreed.training.evaluation import run_outcomes, write_evaluation_report
 from dogbreed.training.interruption import interrupted_by, training_interrupted
+from dogbreed.training.log_handlers import lightning_lines_once
 from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
 from dogbreed.training.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
 
@@ -83,6 +90,7 @@ def fit(
     check_train_config(cfg)  # a bad value stops here, before data or model is built
     check_accelerator_available(cfg.trainer.get("accelerator", "auto"))
     check_logger_extras(cfg.get("logger"))  # a missing optional package fails before any work
+    lightning_lines_once()
     run_dir = Path(cfg.run_dir)
     log.info("run directory: %s", run_dir.resolve())
     finished = finished_run(cfg, run_dir)
@@ -124,7 +132,7 @@ def build(
     callbacks += extra_callbacks
     if cfg.get("seed") is not None:  # exact resume: each epoch's random draws depend on (seed, epoch)
         callbacks.append(EpochSeeding(cfg.seed))
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    loggers = [instantiate_logger(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     precision = resolve_precision(
         cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto")
     )
@@ -250,7 +258,7 @@ def finish(parts: Parts, outcome: Outcome) -> dict:
             manifest=parts.record.manifest or {},
             evaluation_dir=run_dir / "evaluation",
         )
-    finish_mlflow_runs(parts.loggers, run_dir, model_dir, summary)
+    finish_mlflow_runs(parts.loggers, run_dir, model_dir, summary, mlflow_model_values(cfg.get("logger")))
     # Last lines of the job's log: the exported weights' val/* and test/* (a tuning objective reads these).
     metrics = outcome.metrics
     print(format_metric_lines({k: v for k, v in metrics.items() if not k.startswith("train/")}), flush=True)

@@ -24,7 +24,12 @@ from optuna.trial import TrialState
 from dogbreed.config.overrides import TUNE_ONLY_KEYS, without_keys
 from dogbreed.config.secrets import mask_secrets
 from dogbreed.tracking.manifest import hydra_overrides
-from dogbreed.tracking.mlflow_study import log_study_result, nest_trial, study_parent_run
+from dogbreed.tracking.mlflow_study import (
+    log_kept_models,
+    log_study_result,
+    nest_trial,
+    study_parent_run,
+)
 from dogbreed.tuning.objective import TuneConfigError, objective_of
 from dogbreed.tuning.search_space import SearchSpaceError, load_search_space, search_space_to_optuna
 
@@ -173,12 +178,16 @@ class KeepBestModels:
             raise TuneConfigError(f"tune.keep_models={keep} is not allowed: use null (all) or 0 or more")
         self.keep = keep
 
+    def kept(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The completed trials whose models are kept, best first."""
+        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+        ranked = sorted(completed(study), key=lambda t: sign * (t.value if t.value is not None else math.inf))
+        return ranked if self.keep is None else ranked[: self.keep]
+
     def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         if self.keep is None:
             return
-        sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-        ranked = sorted(completed(study), key=lambda t: sign * (t.value if t.value is not None else math.inf))
-        kept = {t.number for t in ranked[: self.keep]}
+        kept = {t.number for t in self.kept(study)}
         for trial in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
             model_dir = Path(trial.user_attrs.get("run_dir", "")) / "model"
             if trial.number not in kept and trial.user_attrs.get("run_dir") and model_dir.is_dir():
@@ -241,6 +250,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
             )
         if parent:
             log_study_result(parent, study)
+            log_kept_models(parent, cfg, keep_models.kept(study))
     return study
 
 
