@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.config.aws import require_aws_region
 from dogbreed.modeldir.archive import CODE_DIR, ENTRY_POINT
 from dogbreed.sagemaker.dry_run import DryRun, show_request
 from dogbreed.sagemaker.endpoint_autoscaling import (
@@ -33,6 +34,7 @@ from dogbreed.sagemaker.session import (
     make_session,
     resolve_role,
     sdk,
+    sdk_config,
 )
 
 log = logging.getLogger(__name__)
@@ -207,6 +209,8 @@ def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs:
 
     kwargs.pop("serializer", None)
     kwargs.pop("deserializer", None)
+    if sagemaker_session is None:  # the SDK's own default session reads no AWS_REGION
+        sagemaker_session = runtime_session()
     return Predictor(
         endpoint_name,
         sagemaker_session=sagemaker_session,
@@ -214,6 +218,14 @@ def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs:
         deserializer=JSONDeserializer(),
         **kwargs,
     )
+
+
+def runtime_session() -> Any:
+    """A SageMaker session in the region `aws_region` reads (AWS_REGION first), for calling endpoints."""
+    import boto3
+
+    region = require_aws_region("breed_predictor (a SageMaker endpoint's client)")
+    return sdk().Session(boto_session=boto3.Session(region_name=region), sagemaker_config=sdk_config())
 
 
 def usage(name: str, region: str, status: str) -> str:
