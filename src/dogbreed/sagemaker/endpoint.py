@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from dogbreed.config.aws import require_aws_region
 from dogbreed.modeldir.archive import CODE_DIR, ENTRY_POINT
-from dogbreed.sagemaker.dry_run import DryRun, show_request
+from dogbreed.sagemaker.dry_run import DryRun, sdk_log_of, show_request
 from dogbreed.sagemaker.endpoint_autoscaling import (
     VARIANT,
     AutoscalingSettings,
@@ -134,7 +134,10 @@ def deploy_endpoint(cfg: DictConfig) -> dict:
     if dry_run is None:
         _check_name_free(session, name)
     model_data = stage_model(cfg, session, name, source, dry_run is not None)
-    _create(cfg, session, role, image, model_data, name)
+    shape = f"{endpoint.initial_instance_count} x {endpoint.instance_type}"
+    log.info("%s endpoint %s (%s)", "dry run, not sent: would create" if dry_run else "creating", name, shape)
+    with sdk_log_of(dry_run):
+        _create(cfg, session, role, image, model_data, name)
     if dry_run is None and _wait(endpoint, scaling):
         wait_until_in_service(session.sagemaker_client, name)
     if scaling is not None:
@@ -189,7 +192,6 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
         # The SDK's PyTorchPredictor sends and accepts application/x-npy, which the handler answers 406.
         predictor_cls=breed_predictor,
     )
-    log.info("creating endpoint %s (%s x %s)", name, endpoint.initial_instance_count, endpoint.instance_type)
     model.deploy(
         initial_instance_count=int(endpoint.initial_instance_count),
         instance_type=str(endpoint.instance_type),
@@ -270,16 +272,17 @@ def teardown_endpoint(cfg: DictConfig) -> list[str] | list[dict]:
     config = _describe(client.describe_endpoint_config, EndpointConfigName=config_name)
     models = list(dict.fromkeys(v["ModelName"] for v in (config or {}).get("ProductionVariants", [])))
 
-    deleted = [f"autoscaling:{target}" for target in remove_autoscaling(session, name, variants)]
-    session.delete_endpoint(name)
-    deleted.append(f"endpoint:{name}")
-    if config is not None:
-        session.delete_endpoint_config(config_name)
-        deleted.append(f"endpoint-config:{config_name}")
-    for model in models:
-        if _describe(client.describe_model, ModelName=model) is not None:
-            session.delete_model(model)
-            deleted.append(f"model:{model}")
+    with sdk_log_of(dry_run):
+        deleted = [f"autoscaling:{target}" for target in remove_autoscaling(session, name, variants)]
+        session.delete_endpoint(name)
+        deleted.append(f"endpoint:{name}")
+        if config is not None:
+            session.delete_endpoint_config(config_name)
+            deleted.append(f"endpoint-config:{config_name}")
+        for model in models:
+            if _describe(client.describe_model, ModelName=model) is not None:
+                session.delete_model(model)
+                deleted.append(f"model:{model}")
     if dry_run is not None:
         return show_request(cfg.run_dir, dry_run.changes(), "teardown_requests.json")
     print("deleted " + ", ".join(deleted), file=sys.stderr, flush=True)
