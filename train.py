@@ -28,10 +28,11 @@ JOB = JobEnvironment.from_environ(os.environ)  # the SageMaker job this runs in 
 def main(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     if cfg.backend.name in ("local", "sagemaker_job"):  # train in this process: here, or inside a job
-        from dogbreed.sagemaker.container.entry import container_callbacks
+        from dogbreed.sagemaker.container.entry import container_callbacks, leave_job
         from dogbreed.training.fit import fit
 
         metrics = fit(cfg, extra_callbacks=container_callbacks(JOB))
+        leave_job(JOB)  # inside a job that ended well: a tuning trial's checkpoints emptied for later trials
         return metrics.get("val/loss")
     if cfg.backend.name == "sagemaker":
         from dogbreed.sagemaker.training_job import attach, launch_training

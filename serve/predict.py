@@ -9,9 +9,11 @@ import argparse
 import json
 import sys
 
+from dogbreed.config.errors import exit_on_user_error
 from dogbreed.serving.client import DEFAULT_ENDPOINT, EndpointError, format_predictions, predict_files
 
 
+@exit_on_user_error  # no AWS region for --endpoint <name>: one error: line, exit 2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")

@@ -102,7 +102,7 @@ def test_container_places_outputs_and_resumes_only_its_own_checkpoint(tmp_path):
     own = tmp_path / "checkpoints" / "job-a"  # one folder per job under the synced location
     assert placed["callbacks.last_checkpoint.dirpath"] == str(own)
     assert "trainer.enable_progress_bar" not in placed and "ckpt_path" not in placed
-    (own / "last.ckpt").write_bytes(b"")
+    (own / "last.ckpt").write_bytes(b"a checkpoint")  # an empty one is a finished trial's, never resumed
     # A spot restart: same job, same hyperparameters -> resumes.
     placed = dict(o.split("=", 1) for o in container_overrides(job, job_of(env)))
     assert placed["ckpt_path"] == str(own / "last.ckpt")
@@ -180,3 +180,41 @@ def write_hyperparameters(base: Path, hyperparameters: dict[str, str], source: P
 
 def run_toolkit(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(TOOLKIT_TRAIN)], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_tuning_trial_keeps_its_best_checkpoint_out_of_the_sync_and_empties_its_own_at_the_end(tmp_path):
+    from dogbreed.sagemaker.container.resume import (
+        best_checkpoint_dir,
+        checkpoint_dir,
+        other_jobs_checkpoints,
+        release_checkpoints,
+        resumable_checkpoint,
+    )
+
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    # As the service writes it: the objective among the trial's hyperparameters (SM_HPS leaves it out).
+    (config / "hyperparameters.json").write_text(json.dumps({"_tuning_objective_metric": "val/acc"}))
+    environ = {"SM_MODEL_DIR": str(tmp_path / "model"), "SAGEMAKER_BASE_DIR": str(tmp_path)}
+    trial = job_of({**environ, "TRAINING_JOB_NAME": "tune-001"})
+    assert trial.tuning_objective == "val/acc"
+    assert best_checkpoint_dir(trial) == tmp_path / "output" / "best-checkpoints"  # never uploaded
+    own = checkpoint_dir(trial)
+    own.mkdir(parents=True)
+    (own / "last.ckpt").write_bytes(b"weights" * 100)
+    (own / "job.json").write_text(json.dumps({"overrides": ["model.lr=0.1"]}))
+    later = job_of({**environ, "TRAINING_JOB_NAME": "tune-002"})
+    assert other_jobs_checkpoints(later) == ["tune-001"]
+
+    assert release_checkpoints(trial) == [own / "last.ckpt"]
+    assert (own / "last.ckpt").stat().st_size == 0  # the sync uploads the empty version over the big one
+    assert json.loads((own / "job.json").read_text()) == {"overrides": ["model.lr=0.1"], "finished": True}
+    assert other_jobs_checkpoints(later) == []
+    assert resumable_checkpoint(own, ["model.lr=0.1"], claim=False) is None
+
+    (config / "hyperparameters.json").write_text(json.dumps({"model.lr": "0.1"}))
+    plain = job_of({**environ, "TRAINING_JOB_NAME": "train-001"})
+    assert plain.tuning_objective is None and best_checkpoint_dir(plain) == checkpoint_dir(plain)
+    checkpoint_dir(plain).mkdir()
+    (checkpoint_dir(plain) / "last.ckpt").write_bytes(b"w")
+    assert release_checkpoints(plain) == [] and (checkpoint_dir(plain) / "last.ckpt").read_bytes() == b"w"

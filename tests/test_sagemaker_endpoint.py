@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -446,3 +447,102 @@ def test_deploy_py_dry_run_and_one_line_error(tmp_path):
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("error: no AWS credentials")
     assert "Traceback" not in failed.stderr
+
+
+ANSWER = {
+    "predictions": [{"topk": [{"index": 3, "class_name": "004.Akita", "label": "Akita", "probability": 0.9}]}]
+}
+
+
+def json_body(data: dict):
+    from botocore.response import StreamingBody
+
+    raw = json.dumps(data).encode()
+    return StreamingBody(io.BytesIO(raw), len(raw))
+
+
+@pytest.fixture
+def region_from_aws_region(aws, monkeypatch):
+    """Only AWS_REGION names the region (as the README's export does): boto3 alone would find none."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a default session made under this environment
+    assert boto3.Session().region_name is None
+    return "eu-west-1"
+
+
+def test_predict_py_calls_an_endpoint_in_the_region_aws_region_names(
+    region_from_aws_region, tmp_path, capsys
+):
+    sys.path.insert(0, str(ROOT / "serve"))
+    try:
+        from predict import main
+    finally:
+        sys.path.remove(str(ROOT / "serve"))
+    calls = []
+
+    def reply(model, params, request_signer, **kwargs):  # moto cannot answer InvokeEndpoint with a body
+        from botocore.awsrequest import AWSResponse
+
+        calls.append((request_signer.region_name, params["url_path"], params["body"]))
+        return AWSResponse(None, 200, {}, None), {
+            "Body": json_body(ANSWER),
+            "ContentType": "application/json",
+        }
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-call.sagemaker-runtime.InvokeEndpoint", reply)
+    image = tmp_path / "dog.jpg"
+    image.write_bytes(b"\xff\xd8\xff\xe0 not decoded here")
+    assert main([str(image), "--endpoint", "dogbreed-endpoint"]) == 0
+    assert calls == [("eu-west-1", "/endpoints/dogbreed-endpoint/invocations", image.read_bytes())]
+    assert "Akita" in capsys.readouterr().out
+
+
+def test_breed_predictor_takes_the_region_aws_region_names(region_from_aws_region):
+    from dogbreed.sagemaker.endpoint import breed_predictor
+
+    predictor = breed_predictor("dogbreed-endpoint")
+    assert predictor.sagemaker_session.boto_region_name == region_from_aws_region
+    with Stubber(predictor.sagemaker_session.sagemaker_runtime_client) as stub:
+        expected = {"EndpointName": "dogbreed-endpoint", "Body": b"\xff\xd8\xff", "ContentType": "image/jpeg"}
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": json_body(ANSWER), "ContentType": "application/json"},
+            {**expected, "Accept": "application/json"},
+        )
+        assert predictor.predict(b"\xff\xd8\xff") == ANSWER
+
+
+def without_region(environ: dict, tmp_path: Path) -> dict:
+    env = {k: v for k, v in environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")}
+    return {**env, "AWS_CONFIG_FILE": str(tmp_path / "no-config")}
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_predict_py_without_a_region_is_one_line_saying_how_to_set_it(tmp_path):
+    image = tmp_path / "dog.jpg"
+    image.write_bytes(b"\xff\xd8\xff\xe0")
+    result = subprocess.run(
+        [sys.executable, "serve/predict.py", str(image), "--endpoint", "dogbreed-endpoint"],
+        cwd=ROOT,
+        env=without_region(dict(os.environ), tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "export AWS_REGION=<region>" in result.stderr
+
+
+def test_breed_predictor_without_a_region_says_how_to_set_it(monkeypatch, tmp_path):
+    from dogbreed.config.aws import NoRegionError
+    from dogbreed.sagemaker.endpoint import breed_predictor
+
+    for key in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    with pytest.raises(NoRegionError, match="export AWS_REGION=<region>"):
+        breed_predictor("dogbreed-endpoint")

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -19,8 +24,10 @@ from dogbreed.sagemaker.training_job import launch_training
 from dogbreed.sagemaker.tuning_job import launch_tuning
 from tests.conftest import MOTO_BUCKET, compose_config
 from tests.sagemaker_replay import (
+    CONTAINER_TRAIN,
     TINY_JOB,
     Host,
+    download_prefix,
     finish_host,
     make_container_python,
     namespaces_available,
@@ -257,3 +264,115 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     assert sum(int(r["support"]) for r in rows) == 36
     correct = sum(int(r["correct"]) for r in rows)
     assert metrics["test/acc"] == pytest.approx(correct / 36, abs=1e-6)
+
+
+def checkpoint_bytes_by_job(location: Path) -> dict[str, int]:
+    """Bytes of checkpoint files per job folder of a downloaded checkpoint location (empty files left out)."""
+    sizes: dict[str, int] = {}
+    for path in location.rglob("*.ckpt"):
+        if path.stat().st_size:
+            job = path.relative_to(location).parts[0]
+            sizes[job] = sizes.get(job, 0) + path.stat().st_size
+    return sizes
+
+
+def processes_of(group: int, script: str) -> list[int]:
+    """The processes of process group `group` running `script` (train.py under the toolkit)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getpgid(int(entry.name)) == group:
+                if script.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+    return found
+
+
+def interrupted_job(job: dict, s3, python: Path, work: Path) -> tuple[int, str]:
+    """A job whose train.py gets SIGTERM (a spot interruption) once its first last.ckpt is written; the
+    toolkit's exit status and the job's log."""
+    host = Host("localhost", work / "opt_ml")
+    env = prepare_host(job, s3, host, [host.name], work)
+    log = work / "log.txt"
+    last = host.base / "checkpoints" / job["TrainingJobName"] / "last.ckpt"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(python), "-c", CONTAINER_TRAIN],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 600
+        while not (last.is_file() and last.stat().st_size) and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        for pid in processes_of(proc.pid, "train.py"):
+            os.kill(pid, signal.SIGTERM)
+        returncode = proc.wait(300)
+    finish_host(job, s3, host)
+    return returncode, log.read_text()
+
+
+def test_a_spot_tuning_jobs_trials_download_at_most_one_trials_checkpoint(
+    aws, shapes3, tmp_path, container_python
+):
+    overrides = [
+        *backend("backend.spot=true"),
+        "tune.objective=val/acc",
+        *TINY_JOB,
+        f"data.root={shapes3}",
+        "backend.tuning.max_jobs=3",
+    ]
+    space = {
+        "model.lr": {"type": "float", "low": 1e-4, "high": 1e-2},
+        "trainer.max_epochs": {"type": "int", "low": 1, "high": 30},
+    }
+    described = launch_tuning(compose_config(tmp_path / "tune", overrides, "tune"), overrides, space)
+    tuning_name = described["HyperParameterTuningJobName"]
+    tuning = sagemaker_client().describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_name)
+    location = tuning["TrainingJobDefinition"]["CheckpointConfig"]["S3Uri"]  # one for all the trials
+    points = [("0.0001", "1"), ("0.001", "30"), ("0.01", "1")]  # the second is interrupted and restarted
+    trials = [
+        training_job_of_tuning_job(
+            tuning, {"model.lr": lr, "trainer.max_epochs": epochs}, f"{tuning_name}-00{i}-a1b2c3d4"
+        )
+        for i, (lr, epochs) in enumerate(points, 1)
+    ]
+    names = [trial["TrainingJobName"] for trial in trials]
+    downloads = []
+
+    def seen_before(attempt: str) -> dict[str, int]:
+        """What this attempt starts with: the whole location, downloaded as SageMaker does."""
+        download_prefix(aws, location, tmp_path / "seen" / attempt)
+        downloads.append(checkpoint_bytes_by_job(tmp_path / "seen" / attempt))
+        return downloads[-1]
+
+    seen_before("1")
+    first = run_job(trials[0], aws, container_python, tmp_path / "trial-1")
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    assert "checkpoints emptied for later trials (last.ckpt)" in first.stdout
+    best = tmp_path / "trial-1" / "opt_ml" / "output" / "best-checkpoints"
+    assert [p.name for p in best.glob("*.ckpt")] == ["epoch000.ckpt"]  # the best stayed out of the sync
+
+    assert seen_before("2") == {}  # the finished trial left empty files only
+    returncode, log = interrupted_job(trials[1], aws, container_python, tmp_path / "trial-2")
+    assert returncode != 0 and "training interrupted by SIGTERM" in log, log[-4000:]
+
+    assert list(seen_before("2-restart")) == [names[1]]  # its own last.ckpt, nothing of trial 1
+    restart = run_job(trials[1], aws, container_python, tmp_path / "trial-2-restart")
+    log = restart.stdout + restart.stderr
+    assert restart.returncode == 0, log[-4000:]
+    own = tmp_path / "trial-2-restart" / "opt_ml" / "checkpoints" / names[1] / "last.ckpt"
+    assert f"ckpt_path={own}" in restart.stdout, log[-4000:]
+    metrics = tmp_path / "trial-2-restart" / "opt_ml" / "output" / "data" / "metrics.json"
+    assert json.loads(metrics.read_text())["epochs"] == 30
+
+    assert seen_before("3") == {}
+    third = run_job(trials[2], aws, container_python, tmp_path / "trial-3")
+    assert third.returncode == 0, (third.stdout + third.stderr)[-4000:]
+    assert seen_before("after") == {}
+    # No download held more than one trial's checkpoint, and no best-so-far file ever travelled.
+    assert all(len(seen) <= 1 for seen in downloads), downloads
+    assert not list((tmp_path / "seen").rglob("epoch*.ckpt"))

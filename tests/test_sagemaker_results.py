@@ -86,6 +86,49 @@ def test_attach_downloads_a_finished_training_jobs_model_output_and_reports(aws,
     assert json.loads((run_dir / "job.json").read_text())["TrainingJobName"] == job["TrainingJobName"]
 
 
+def hostile_archive(kind: str) -> bytes:
+    """A model.tar.gz a hostile writer could leave: a member climbing out, a link out, or cut short."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in {"weights.pt": b"new weights", "model.json": b"{}"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if kind == "climbs-out":
+            info = tarfile.TarInfo("../escaped.txt")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "links-out":
+            info = tarfile.TarInfo("code/requirements.txt")
+            info.type, info.linkname = tarfile.SYMTYPE, "../../../escaped.txt"
+            tar.addfile(info)
+    data = buffer.getvalue()
+    return data[: len(data) // 2] if kind == "truncated" else data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["climbs-out", "links-out", "truncated"])
+def test_attach_refuses_a_bad_model_archive_in_one_line_and_keeps_the_previous_model(aws, tmp_path, kind):
+    job = finished_job(aws, tmp_path)
+    bucket, _, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").partition("/")
+    aws.put_object(Bucket=bucket, Key=key, Body=hostile_archive(kind))
+    run_dir = tmp_path / "attached"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "weights.pt").write_bytes(b"previous weights")  # an earlier attach's model
+    result = run_entry(
+        "train.py", "backend=sagemaker", f"attach={job['TrainingJobName']}", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not a usable archive" in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["weights.pt"]
+    assert (run_dir / "model" / "weights.pt").read_bytes() == b"previous weights"
+    assert not (run_dir / "model.tar.gz").exists()
+    assert not list(run_dir.glob(".model*"))  # no staging litter
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
 def test_attach_to_a_tuning_job_writes_the_local_tuners_best_files_and_fetches_the_best_job(aws, tmp_path):
     best = finished_job(aws, tmp_path)
     cfg = compose_config(tmp_path / "tune", ["backend=sagemaker"], "tune")

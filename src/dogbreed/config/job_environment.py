@@ -44,6 +44,17 @@ def _job_name(environ: Mapping[str, str]) -> str | None:
     return str(name) if name else None
 
 
+def _tuning_objective(base_dir: Path) -> str | None:
+    """The `_tuning_objective_metric` the tuning service gave this training job, else None."""
+    try:
+        text = (base_dir / "input" / "config" / "hyperparameters.json").read_text()
+    except OSError:
+        return None
+    hyperparameters = _json(text, {})
+    value = hyperparameters.get("_tuning_objective_metric") if isinstance(hyperparameters, dict) else None
+    return str(_json(value, value)) if isinstance(value, str) and value else None
+
+
 @dataclass(frozen=True)
 class JobEnvironment:
     """What the job's environment says: where its folders are, its hyperparameters, channels and hosts."""
@@ -61,6 +72,9 @@ class JobEnvironment:
     network_interface: str | None = None  # SM_NETWORK_INTERFACE_NAME
     local_rank: str = "0"  # LOCAL_RANK: Lightning relaunches train.py once per extra device
     launcher: dict[str, str] = field(default_factory=dict)  # MASTER_ADDR/PORT, GLOO_SOCKET_IFNAME when set
+    # One training job of a tuning job: the service adds this hyperparameter, which the toolkit keeps out
+    # of SM_HPS, so it is read from the job's own input/config/hyperparameters.json.
+    tuning_objective: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> JobEnvironment:
@@ -70,10 +84,11 @@ class JobEnvironment:
             if key.startswith(CHANNEL_PREFIX)
         }
         hosts = _json(environ.get("SM_HOSTS"), [])
+        base_dir = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
         launcher_keys = ("MASTER_ADDR", "MASTER_PORT", "GLOO_SOCKET_IFNAME")
         return cls(
             inside_job=in_sagemaker_job(environ),
-            base_dir=Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")),
+            base_dir=base_dir,
             job_name=_job_name(environ),
             job_arn=environ.get("TRAINING_JOB_ARN") or None,
             hyperparameters=_json(environ.get("SM_HPS"), {}),
@@ -87,4 +102,5 @@ class JobEnvironment:
             network_interface=environ.get("SM_NETWORK_INTERFACE_NAME") or None,
             local_rank=environ.get("LOCAL_RANK", "0"),
             launcher={key: environ[key] for key in launcher_keys if environ.get(key)},
+            tuning_objective=_tuning_objective(base_dir) if in_sagemaker_job(environ) else None,
         )

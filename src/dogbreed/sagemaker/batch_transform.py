@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dogbreed.config.schema import check_deploy_config
-from dogbreed.sagemaker.dry_run import DryRun, show_request
+from dogbreed.sagemaker.dry_run import DryRun, sdk_log_of, show_request
 from dogbreed.sagemaker.endpoint import (
     ENDPOINT_NAME,
     breed_model,
@@ -72,7 +72,8 @@ def run_batch_transform(cfg: DictConfig) -> dict | list[dict]:
         fix = "choose another transform.job_name, or delete the model with aws sagemaker delete-model"
         check_name_free(session, name, ("model", "transform job"), fix)
     model_data = stage_model(cfg, session, name, source, dry_run is not None)
-    _start(cfg, breed_model(cfg, session, role, image, model_data, name), name)
+    with sdk_log_of(dry_run):  # a dry run's SDK lines say nothing was sent
+        _start(cfg, breed_model(cfg, session, role, image, model_data, name), name, dry_run is not None)
     if dry_run is not None:
         return show_request(cfg.run_dir, dry_run.changes(), "transform_requests.json")
     client = session.sagemaker_client
@@ -83,7 +84,7 @@ def run_batch_transform(cfg: DictConfig) -> dict | list[dict]:
     return described
 
 
-def _start(cfg: DictConfig, model: Any, name: str) -> None:
+def _start(cfg: DictConfig, model: Any, name: str, dry_run: bool) -> None:
     """CreateModel and CreateTransformJob, both named `name`, through the SDK's Transformer."""
     transform = cfg.transform
     max_payload_mb = int(transform.max_payload_mb)
@@ -103,7 +104,8 @@ def _start(cfg: DictConfig, model: Any, name: str) -> None:
         tags=resource_tags(cfg),
     )
     log.info(
-        "transform job %s: %s -> %s (%s x %s)",
+        "%s transform job %s: %s -> %s (%s x %s)",
+        "dry run, not sent: would start" if dry_run else "starting",
         name,
         transform.input,
         transform.output,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,34 @@ class DryRun:
             for name, params in self.calls
             if not name.startswith(reads)
         ]
+
+
+class _NothingSent(logging.Filter):
+    """The SDK logs "Creating training-job with name: ..." (and "Deleting ...") as it builds each request: in
+    a dry run nothing is created or deleted, so the line says so instead."""
+
+    WORDS = {"Creating ": "would create ", "Deleting ": "would delete "}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for word, instead in self.WORDS.items():
+            if message.startswith(word):
+                record.msg, record.args = f"dry run, not sent: {instead}{message[len(word) :]}", ()
+        return True
+
+
+@contextmanager
+def sdk_log_of(dry_run: DryRun | None) -> Iterator[None]:
+    """Around the SDK calls of a dry run (`dry_run` not None): its "Creating/Deleting ..." lines reworded."""
+    if dry_run is None:
+        yield
+        return
+    sdk_logger, reword = logging.getLogger("sagemaker"), _NothingSent()
+    sdk_logger.addFilter(reword)
+    try:
+        yield
+    finally:
+        sdk_logger.removeFilter(reword)
 
 
 def show_request(run_dir: str | Path, request: Any, file_name: str) -> Any:

@@ -18,9 +18,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.config.aws import require_aws_region
 from dogbreed.config.schema import check_deploy_config
 from dogbreed.modeldir.archive import CODE_DIR, ENTRY_POINT
-from dogbreed.sagemaker.dry_run import DryRun, show_request
+from dogbreed.sagemaker.dry_run import DryRun, sdk_log_of, show_request
 from dogbreed.sagemaker.endpoint_autoscaling import (
     VARIANT,
     AutoscalingSettings,
@@ -36,6 +37,7 @@ from dogbreed.sagemaker.session import (
     make_session,
     resolve_role,
     sdk,
+    sdk_config,
 )
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,15 @@ def deploy_endpoint(cfg: DictConfig) -> dict:
         fix = f"choose another endpoint_name or remove it with {teardown}"
         check_name_free(session, name, ("endpoint", "endpoint config", "model"), fix)
     model_data = stage_model(cfg, session, name, source, dry_run is not None)
-    _create(cfg, session, role, image, model_data, name)
+    shape = (
+        f"serverless, {serverless.memory_size_in_mb} MB, "
+        f"at most {serverless.max_concurrency} requests at once"
+        if serverless is not None
+        else f"{endpoint.initial_instance_count} x {endpoint.instance_type}"
+    )
+    log.info("%s endpoint %s (%s)", "dry run, not sent: would create" if dry_run else "creating", name, shape)
+    with sdk_log_of(dry_run):
+        _create(cfg, session, role, image, model_data, name)
     if dry_run is None and _wait(endpoint, scaling):
         wait_until_in_service(session.sagemaker_client, name)
     if scaling is not None:
@@ -231,17 +241,8 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
     model = breed_model(cfg, session, role, image, model_data, name)
     serverless = serverless_config(endpoint)
     if serverless is not None:
-        log.info(
-            "creating serverless endpoint %s (%s MB, at most %s requests at once)",
-            name,
-            serverless.memory_size_in_mb,
-            serverless.max_concurrency,
-        )
         instances: dict[str, Any] = {"serverless_inference_config": serverless}
     else:
-        log.info(
-            "creating endpoint %s (%s x %s)", name, endpoint.initial_instance_count, endpoint.instance_type
-        )
         instances = {
             "initial_instance_count": int(endpoint.initial_instance_count),
             "instance_type": str(endpoint.instance_type),
@@ -264,6 +265,8 @@ def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs:
 
     kwargs.pop("serializer", None)
     kwargs.pop("deserializer", None)
+    if sagemaker_session is None:  # the SDK's own default session reads no AWS_REGION
+        sagemaker_session = runtime_session()
     return Predictor(
         endpoint_name,
         sagemaker_session=sagemaker_session,
@@ -271,6 +274,14 @@ def breed_predictor(endpoint_name: str, sagemaker_session: Any = None, **kwargs:
         deserializer=JSONDeserializer(),
         **kwargs,
     )
+
+
+def runtime_session() -> Any:
+    """A SageMaker session in the region `aws_region` reads (AWS_REGION first), for calling endpoints."""
+    import boto3
+
+    region = require_aws_region("breed_predictor (a SageMaker endpoint's client)")
+    return sdk().Session(boto_session=boto3.Session(region_name=region), sagemaker_config=sdk_config())
 
 
 def usage(name: str, region: str, status: str) -> str:
@@ -315,16 +326,17 @@ def teardown_endpoint(cfg: DictConfig) -> list[str] | list[dict]:
     config = _describe(client.describe_endpoint_config, EndpointConfigName=config_name)
     models = list(dict.fromkeys(v["ModelName"] for v in (config or {}).get("ProductionVariants", [])))
 
-    deleted = [f"autoscaling:{target}" for target in remove_autoscaling(session, name, variants)]
-    session.delete_endpoint(name)
-    deleted.append(f"endpoint:{name}")
-    if config is not None:
-        session.delete_endpoint_config(config_name)
-        deleted.append(f"endpoint-config:{config_name}")
-    for model in models:
-        if _describe(client.describe_model, ModelName=model) is not None:
-            session.delete_model(model)
-            deleted.append(f"model:{model}")
+    with sdk_log_of(dry_run):
+        deleted = [f"autoscaling:{target}" for target in remove_autoscaling(session, name, variants)]
+        session.delete_endpoint(name)
+        deleted.append(f"endpoint:{name}")
+        if config is not None:
+            session.delete_endpoint_config(config_name)
+            deleted.append(f"endpoint-config:{config_name}")
+        for model in models:
+            if _describe(client.describe_model, ModelName=model) is not None:
+                session.delete_model(model)
+                deleted.append(f"model:{model}")
     if dry_run is not None:
         return show_request(cfg.run_dir, dry_run.changes(), "teardown_requests.json")
     print("deleted " + ", ".join(deleted), file=sys.stderr, flush=True)

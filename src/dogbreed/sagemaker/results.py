@@ -12,9 +12,13 @@ tuning_job.json, and its best training job's files under best/.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import os
+import shutil
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from omegaconf import DictConfig
 
 from dogbreed.config.overrides import decode_hyperparameter, overrides_from_hyperparameters
 from dogbreed.config.secrets import mask_secrets
-from dogbreed.files import write_text_atomic
+from dogbreed.files import remove_staging_litter, replace_dir, staging_dir, write_text_atomic
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
@@ -52,22 +56,46 @@ def _download_prefix(s3: Any, uri: str, destination: Path) -> list[Path]:
 
 
 def _download_archive(s3: Any, uri: str, archive: Path, extract_to: Path) -> bool:
-    """Download one .tar.gz and extract it; False when the job left none there."""
+    """Download one .tar.gz and put its contents in place of `extract_to`; False when the job left none.
+
+    The archive is extracted into a hidden folder beside `extract_to` and swapped in whole, so a damaged or
+    hostile archive (a member outside the folder, a link out, a truncated file) leaves the previous folder
+    and archive as they were (or absent): one SageMakerSetupError, nothing half-written."""
     from botocore.exceptions import ClientError
 
     bucket, key = _split(uri)
-    archive.parent.mkdir(parents=True, exist_ok=True)
+    remove_staging_litter(extract_to)
+    staged = staging_dir(extract_to)
+    download = staged / archive.name  # inside the staging folder: removed with it on failure
     try:
-        s3.download_file(bucket, key, str(archive))
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            log.info("%s: not found", uri)
-            return False
-        raise
-    extract_to.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(extract_to, filter="data")  # names outside extract_to are refused
+        try:
+            s3.download_file(bucket, key, str(download))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                log.info("%s: not found", uri)
+                return False
+            raise
+        contents = staged / extract_to.name
+        contents.mkdir()
+        _extract(download, contents, uri, extract_to)
+        os.replace(download, archive)
+        replace_dir(contents, extract_to)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return True
+
+
+def _extract(archive: Path, destination: Path, uri: str, target: Path) -> None:
+    """Every member of the .tar.gz `archive` under `destination`; a bad archive is a SageMakerSetupError."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(destination, filter="data")  # names and links outside are refused
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        kept = f"{target} is left as it was" if target.exists() else f"nothing was written to {target}"
+        raise SageMakerSetupError(
+            f"{uri} is not a usable archive ({type(e).__name__}: {e}); {kept}."
+            " Check the job's output in S3, or attach again once it is replaced"
+        ) from None
 
 
 def _write_json(path: Path, data: dict) -> None:

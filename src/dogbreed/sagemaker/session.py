@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dogbreed.config.aws import aws_region
 from dogbreed.config.errors import UserError
 from dogbreed.sagemaker.dry_run import DRY_RUN_BUCKET, DRY_RUN_ROLE, DryRun
 
@@ -97,7 +98,7 @@ def make_session(backend: DictConfig, dry_run: DryRun | None = None, *, bucket_r
     sagemaker = sdk()
     import boto3
 
-    region = backend.get("region") or boto3.Session().region_name
+    region = backend.get("region") or aws_region()
     if dry_run is not None:
         boto_session = boto3.Session(
             region_name=region or "us-east-1", aws_access_key_id="dry-run", aws_secret_access_key="dry-run"

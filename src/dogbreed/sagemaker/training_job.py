@@ -20,9 +20,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dogbreed.config.overrides import hyperparameters_from_overrides, overrides_from_hyperparameters
+from dogbreed.config.overrides import (
+    hyperparameters_from_overrides,
+    override_key,
+    overrides_from_hyperparameters,
+)
 from dogbreed.config.secrets import mask_secrets
-from dogbreed.sagemaker.dry_run import DryRun, show_request
+from dogbreed.sagemaker.dry_run import DryRun, sdk_log_of, show_request
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.rules import debugger_settings
 from dogbreed.sagemaker.session import (
@@ -91,8 +95,16 @@ def check_job_settings(cfg: DictConfig) -> None:
         )
 
 
-def data_inputs(cfg: DictConfig, session: Any, dry_run: bool) -> dict[str, str] | None:
-    """The job's channels: configured S3 URIs, or data.root uploaded once (reused later); None: no data."""
+# The data channel of a dry run given no data: clearly not a real location.
+PLACEHOLDER_DATA = "PLACEHOLDER-no-data-given"
+
+
+def data_inputs(
+    cfg: DictConfig, session: Any, dry_run: bool, root_given: bool = True
+) -> dict[str, str] | None:
+    """The job's channels: configured S3 URIs, or data.root uploaded once (reused later); None: no data.
+
+    A dry run where data.root was not given (`root_given`) and its default is not here shows a placeholder."""
     backend = cfg.backend
     if backend.get("inputs"):
         inputs = (
@@ -110,6 +122,15 @@ def data_inputs(cfg: DictConfig, session: Any, dry_run: bool) -> dict[str, str] 
     from dogbreed.data.layout import DataLayoutError, inspect_layout
 
     root = Path(cfg.data.root)
+    if dry_run and not root_given and not root.exists():  # a fresh checkout: show the request anyway
+        uri = f"s3://{session.default_bucket()}/{backend.prefix}/data/{PLACEHOLDER_DATA}"
+        log.warning(
+            "dry run: data.root=%s does not exist, so the request shows the placeholder input %s; a launch"
+            " needs data.root=<folder with train/ valid/ test/> or backend.inputs=s3://<bucket>/<prefix>",
+            root,
+            uri,
+        )
+        return {"data": uri}
     try:
         inspect_layout(root)  # a bad local folder stops here, before anything is uploaded
     except DataLayoutError as e:
@@ -250,13 +271,14 @@ def _sdk_never_waits() -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def _prepare_job(cfg: DictConfig) -> tuple[DryRun | None, Any, str, Any]:
+def _prepare_job(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DryRun | None, Any, str, Any]:
     """What every job needs first: the dry-run recorder (if any), a session, the checked role, the data."""
     check_job_settings(cfg)
     dry_run = DryRun() if cfg.backend.dry_run else None
     session = make_session(cfg.backend, dry_run)
     role = check_backend(cfg.backend, session, dry_run is not None)
-    return dry_run, session, role, data_inputs(cfg, session, dry_run is not None)
+    root_given = any(override_key(o) == "data.root" for o in overrides)
+    return dry_run, session, role, data_inputs(cfg, session, dry_run is not None, root_given)
 
 
 def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
@@ -265,12 +287,12 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     With backend.wait, follow it to the end and download what it left (see `attach_training`)."""
     backend = cfg.backend
     with aws_errors():
-        dry_run, session, role, inputs = _prepare_job(cfg)
+        dry_run, session, role, inputs = _prepare_job(cfg, overrides)
         check_job_overrides(overrides)
         name = job_name_for(backend.base_job_name)
         with _staged_source(cfg) as source_dir:
             estimator = build_estimator(cfg, overrides, session, role, source_dir, checkpoint_name=name)
-            with _sdk_never_waits():
+            with _sdk_never_waits(), sdk_log_of(dry_run):
                 estimator.fit(inputs, wait=False, job_name=name)
         if dry_run is not None:
             return show_request(

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dogbreed.config.overrides import TUNE_ONLY_KEYS, format_override, without_keys
-from dogbreed.sagemaker.dry_run import show_request
+from dogbreed.sagemaker.dry_run import sdk_log_of, show_request
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.session import SageMakerSetupError, aws_errors, sdk
 from dogbreed.sagemaker.training_job import (
@@ -120,11 +120,12 @@ def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: Mapping[str,
     bring the best job's values and files into the run directory (see `attach_tuning`)."""
     backend = cfg.backend
     with aws_errors():
-        dry_run, session, role, inputs = _prepare_job(cfg)
+        dry_run, session, role, inputs = _prepare_job(cfg, overrides)
         name = job_name_for(_tuning_job_prefix(backend.base_job_name), tuning=True)
         with _staged_source(cfg) as source_dir:
             tuner = build_tuner(cfg, overrides, space, session, role, source_dir, tuning_name=name)
-            tuner.fit(inputs, job_name=name, wait=False)
+            with sdk_log_of(dry_run):
+                tuner.fit(inputs, job_name=name, wait=False)
         if dry_run is not None:
             return show_request(
                 cfg.run_dir, dry_run.request("CreateHyperParameterTuningJob"), "tuning_job_request.json"

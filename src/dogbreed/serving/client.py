@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from dogbreed.config.aws import require_aws_region
+
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 
 
@@ -42,7 +44,7 @@ def invoke_http(url: str, body: bytes, content_type: str, accept: str, timeout: 
 
 
 def invoke_sagemaker(endpoint_name: str, body: bytes, content_type: str, accept: str) -> dict:
-    """InvokeEndpoint on a deployed SageMaker endpoint (boto3's credentials and region chain)."""
+    """InvokeEndpoint on a deployed SageMaker endpoint (boto3's credentials, the region as `aws_region`)."""
     try:
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError
@@ -50,7 +52,8 @@ def invoke_sagemaker(endpoint_name: str, body: bytes, content_type: str, accept:
         raise EndpointError(
             f"calling SageMaker endpoint {endpoint_name} needs boto3 (pip install boto3)"
         ) from None
-    runtime = boto3.client("sagemaker-runtime")
+    region = require_aws_region(f"calling SageMaker endpoint {endpoint_name}")
+    runtime = boto3.client("sagemaker-runtime", region_name=region)
     try:
         response = runtime.invoke_endpoint(
             EndpointName=endpoint_name, Body=body, ContentType=content_type, Accept=accept

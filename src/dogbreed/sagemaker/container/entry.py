@@ -10,8 +10,9 @@ from collections.abc import MutableMapping, Sequence
 
 from dogbreed.config.job_environment import JobEnvironment
 from dogbreed.config.secrets import mask_secrets
-from dogbreed.sagemaker.container.distributed import distributed_environment
+from dogbreed.sagemaker.container.distributed import distributed_environment, node_rank
 from dogbreed.sagemaker.container.overrides import container_overrides, job_overrides
+from dogbreed.sagemaker.container.resume import release_checkpoints
 
 
 def sagemaker_argv(argv: Sequence[str], job: JobEnvironment) -> list[str]:
@@ -38,3 +39,14 @@ def container_callbacks(job: JobEnvironment) -> list:
     from dogbreed.sagemaker.container.smdebug_hook import debugger_callbacks
 
     return debugger_callbacks(job.base_dir)
+
+
+def leave_job(job: JobEnvironment) -> None:
+    """After training ended well: a tuning trial leaves nothing big in the checkpoint location every later
+    trial downloads (see resume.release_checkpoints). One process of the first host does it."""
+    if not job.inside_job or job.local_rank != "0" or node_rank(job) != "0":
+        return
+    emptied = release_checkpoints(job)
+    if emptied:
+        names = ", ".join(path.name for path in emptied)
+        print(f"SageMaker job: finished trial, checkpoints emptied for later trials ({names})", flush=True)

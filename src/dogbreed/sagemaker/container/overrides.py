@@ -16,6 +16,7 @@ from dogbreed.config.overrides import override_key, overrides_from_hyperparamete
 from dogbreed.data.layout import SPLITS
 from dogbreed.sagemaker.container.distributed import node_rank
 from dogbreed.sagemaker.container.resume import (
+    best_checkpoint_dir,
     checkpoint_dir,
     other_jobs_checkpoints,
     resumable_checkpoint,
@@ -92,7 +93,7 @@ def container_overrides(user_overrides: Sequence[str], job: JobEnvironment) -> l
         "backend": "sagemaker_job",  # the job trains here, as `local` does; it must not launch another job
         "hydra.run.dir": str(job.output_data_dir or job.base_dir / "output" / "data"),
         "model_dir": str(job.model_dir or job.base_dir / "model"),
-        "callbacks.model_checkpoint.dirpath": str(checkpoints),
+        "callbacks.model_checkpoint.dirpath": str(best_checkpoint_dir(job)),
         "callbacks.last_checkpoint.dirpath": str(checkpoints),
         "trainer.enable_progress_bar": "false",  # progress bars flood CloudWatch
     }
