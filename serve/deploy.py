@@ -2,7 +2,8 @@
 
 backend=local serves the exported model on 127.0.0.1:8080 (GET /ping, POST /invocations).
 backend=sagemaker creates a real-time endpoint running the same handler (teardown=true endpoint_name=<name>
-deletes it; backend.dry_run=true prints the requests and sends nothing).
+deletes it; backend.dry_run=true prints the requests and sends nothing); with endpoint.instance_type=local
+(SageMaker's local mode) the SDK serves it from endpoint.image_uri on this machine, on server.port.
 """
 
 from __future__ import annotations
@@ -34,9 +35,14 @@ def main(cfg: DictConfig) -> None:
         return
     if cfg.backend.name == "sagemaker":
         from dogbreed.sagemaker.endpoint import deploy_endpoint, teardown_endpoint
+        from dogbreed.sagemaker.endpoint_local import deploy_local_endpoint
+        from dogbreed.sagemaker.local_mode import is_local
 
         # A SageMakerSetupError (no credentials, AWS refusing, no model) is one `error:` line, exit 2.
-        teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)
+        if is_local(cfg.endpoint.instance_type):  # SageMaker's local mode: served from the image here
+            deploy_local_endpoint(cfg)
+        else:
+            teardown_endpoint(cfg) if cfg.teardown else deploy_endpoint(cfg)
         return
     raise ValueError(f"backend={cfg.backend.name} is not supported by deploy.py (use local or sagemaker)")
 

@@ -59,8 +59,11 @@ def _endpoint_name(cfg: DictConfig) -> str:
 
 
 def _image_uri(endpoint: DictConfig, session: Any) -> str:
-    """The PyTorch inference image for this region and instance (CPU or GPU build)."""
+    """endpoint.image_uri, else the PyTorch inference image for this region and instance (CPU or GPU)."""
     from sagemaker import image_uris
+
+    if endpoint.get("image_uri"):
+        return str(endpoint.image_uri)
 
     try:
         return image_uris.retrieve(

@@ -64,10 +64,14 @@ def _download_archive(s3: Any, uri: str, archive: Path, extract_to: Path) -> boo
             log.info("%s: not found", uri)
             return False
         raise
+    _extract(archive, extract_to)
+    return True
+
+
+def _extract(archive: Path, extract_to: Path) -> None:
     extract_to.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         tar.extractall(extract_to, filter="data")  # names outside extract_to are refused
-    return True
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -107,6 +111,35 @@ def attach_training(cfg: DictConfig, session: Any, name: str, out_dir: Path | No
             f" (what it left is in {out})"
         )
     print(f"training job {name}: results in {out}", flush=True)
+    return described
+
+
+def collect_local_training(cfg: DictConfig, session: Any, name: str, failure: str | None) -> dict:
+    """A local-mode job's model.tar.gz and output.tar.gz, which the SDK left in the run directory, extracted
+    into model/ and output/ as `attach_training` does; a failed job becomes one line with its reason."""
+    out = Path(cfg.run_dir)
+    for archive, folder in (("model.tar.gz", "model"), ("output.tar.gz", "output")):
+        if (out / archive).is_file():
+            _extract(out / archive, out / folder)
+    if failure is None:
+        described = session.sagemaker_client.describe_training_job(TrainingJobName=name)
+    else:
+        reason_file = out / "output" / "failure"
+        reason = reason_file.read_text(errors="replace").strip() if reason_file.is_file() else ""
+        described = {
+            "TrainingJobName": name,
+            "TrainingJobStatus": "Failed",
+            "FailureReason": " ".join((reason or failure).split())[-1000:],
+        }
+    _write_json(out / "job.json", described)
+    if failure is not None:
+        raise SageMakerSetupError(
+            f"local training job {name} Failed: {described['FailureReason']} (its log is above; what it"
+            f" left is in {out})"
+        )
+    log.info("model: %s", out / "model")
+    print(f"training job {name} (local mode): results in {out}", flush=True)
+    print(f"model_data={described['ModelArtifacts']['S3ModelArtifacts']}", flush=True)
     return described
 
 
