@@ -4,8 +4,8 @@
 The SDK writes SageMaker's files (/opt/ml/input/config/*.json, the channels, the model) as the service would
 and starts the image with Docker Compose (`docker compose` v2, else the `docker-compose` command). Nothing
 goes to AWS: the code and data are mounted from local folders, the model comes back as file:// archives,
-and no credentials are needed (placeholders stand in when none are configured; real ones, when present, are passed
-to the container by the SDK and let s3:// channels work).
+and no credentials are needed (placeholders stand in when none are configured; real ones, when present, are
+passed to the container by the SDK and let s3:// channels work).
 """
 
 from __future__ import annotations
