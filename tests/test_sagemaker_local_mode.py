@@ -3,9 +3,14 @@ endpoint.instance_type=local serves from one; no AWS account, no credentials, no
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,7 @@ from dogbreed.sagemaker.session import SageMakerSetupError
 from dogbreed.sagemaker.training_job import build_estimator, launch_training
 from dogbreed.sagemaker.tuning_job import launch_tuning
 from tests.conftest import CLOSED_PORT, ROOT, TINY, compose_config
+from tests.http_client import free_port
 
 LOCAL = ["backend=sagemaker", "backend.instance_type=local"]
 
@@ -150,3 +156,127 @@ def test_train_py_without_an_image_says_so_in_one_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: local mode runs an image of your own: set backend.image_uri=<image>")
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------ end to end, in Docker
+@pytest.fixture(scope="module")
+def dogbreed_image() -> str:
+    """The image of docker/Dockerfile, built as docker/build.sh builds it."""
+    image = os.environ.get("DOGBREED_TEST_IMAGE", "dogbreed:latest")
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.skip(f"no image {image}: build it with docker/build.sh")
+    return image
+
+
+def labelled_containers(label: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={CONTAINER_LABEL}={label}"],
+        capture_output=True,
+        text=True,
+    )
+    return listed.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def local_job(dogbreed_image: str, shapes3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One local-mode training job through train.py: the SDK runs the image's `train` with Docker Compose."""
+    run_dir = tmp_path_factory.mktemp("local-job") / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *LOCAL,
+            f"backend.image_uri={dogbreed_image}",
+            *TINY,
+            "trainer.max_epochs=2",
+            f"data.root={shapes3}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "AWS_EC2_METADATA_DISABLED": "true"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    (run_dir / "launcher.log").write_text(result.stdout + result.stderr)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_local_mode_job_trains_in_the_image_and_leaves_its_model_in_the_run_directory(local_job):
+    from dogbreed.modeldir.format import model_dir_problem
+
+    launcher = (local_job / "launcher.log").read_text()
+    assert "docker-compose" in launcher or "docker compose" in launcher  # the SDK's own Compose run
+    assert f"model_data=file://{local_job}/model.tar.gz" in launcher
+    job = json.loads((local_job / "job.json").read_text())
+    assert job["TrainingJobStatus"] == "Completed"
+    assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"file://{local_job}/model.tar.gz"
+    with tarfile.open(local_job / "model.tar.gz") as tar:
+        assert {"model.json", "weights.pt"} <= set(tar.getnames())
+    assert model_dir_problem(local_job / "model") is None  # extracted: an exported model, as attach gives
+    assert not labelled_containers(str(local_job))  # Compose's stopped container is removed
+
+
+def _read_lines(process: subprocess.Popen, lines: list[str], ready: threading.Event, marker: str) -> None:
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(marker):
+            ready.set()
+    ready.set()  # the process ended
+
+
+@pytest.mark.slow
+def test_a_local_mode_endpoint_serves_the_jobs_model_through_the_sdk_predictor(
+    local_job, dogbreed_image, shapes3, tmp_path
+):
+    import boto3
+    from sagemaker.local import LocalSession
+
+    from dogbreed.modeldir.reader import load_model
+    from dogbreed.sagemaker.endpoint import breed_predictor
+
+    port, name = free_port(), f"localmode-test-{os.getpid()}"
+    deploy = subprocess.Popen(
+        [
+            sys.executable,
+            "serve/deploy.py",
+            "backend=sagemaker",
+            "endpoint.instance_type=local",
+            f"endpoint.image_uri={dogbreed_image}",
+            f"model_data=file://{local_job}/model.tar.gz",
+            f"server.port={port}",
+            f"endpoint_name={name}",
+            f"hydra.run.dir={tmp_path / 'deploy'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "AWS_EC2_METADATA_DISABLED": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+    threading.Thread(target=_read_lines, args=(deploy, lines, ready, f"endpoint={name}"), daemon=True).start()
+    try:
+        assert ready.wait(300) and deploy.poll() is None, "".join(lines[-80:])
+        session = LocalSession(
+            boto_session=boto3.Session(
+                region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+            )
+        )
+        session.config = {"local": {"serving_port": port}}
+        image = sorted((shapes3 / "test").glob("*/*.jpg"))[0]
+        answer = breed_predictor(name, sagemaker_session=session).predict(image.read_bytes())
+        top = answer["predictions"][0]["topk"][0]
+        (expected,) = load_model(local_job / "model").predict([image], topk=1)
+        assert top["index"] == expected[0].index
+        assert abs(top["probability"] - expected[0].probability) < 1e-4  # fused BatchNorm in the server
+    finally:
+        deploy.send_signal(signal.SIGTERM)
+        deploy.wait(timeout=120)
+    output = "".join(lines)
+    assert deploy.returncode == 0, output[-4000:]
+    assert f"local endpoint {name} stopped (1 container(s) removed)" in output
+    assert not labelled_containers(name)
