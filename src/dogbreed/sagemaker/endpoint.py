@@ -169,8 +169,18 @@ def wait_until_in_service(client: Any, name: str) -> None:
         ) from None
 
 
-def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> None:
-    """CreateModel, CreateEndpointConfig and CreateEndpoint, all named `name`, through the SDK."""
+def _create(
+    cfg: DictConfig,
+    session: Any,
+    role: str,
+    image: str,
+    model_data: str,
+    name: str,
+    code_location: str | None = None,
+) -> None:
+    """CreateModel, CreateEndpointConfig and CreateEndpoint, all named `name`, through the SDK.
+
+    `code_location`: where the SDK would put code it uploads (none here); null: the session's bucket."""
     sdk()
     from sagemaker.pytorch import PyTorchModel
 
@@ -186,6 +196,7 @@ def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: st
         py_version=str(endpoint.py_version),
         env=endpoint_environment(endpoint),
         name=name,
+        code_location=code_location,
         sagemaker_session=session,
         # The SDK's PyTorchPredictor sends and accepts application/x-npy, which the handler answers 406.
         predictor_cls=breed_predictor,

@@ -26,11 +26,13 @@ from dogbreed.sagemaker.local_mode import (
     local_session,
     remove_containers,
     running_containers,
+    stop_containers,
 )
 from dogbreed.sagemaker.session import SageMakerSetupError
 
 log = logging.getLogger(__name__)
 
+UNUSED_CODE_LOCATION = "s3://local-mode-unused/code"
 # How often the foreground loop checks that the endpoint's container still runs.
 WATCH_INTERVAL_S = 2.0
 
@@ -71,7 +73,10 @@ def deploy_local_endpoint(cfg: DictConfig) -> dict:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
-            _create(cfg, session, cfg.backend.get("role") or LOCAL_ROLE, image, model_data, name)
+            role = cfg.backend.get("role") or LOCAL_ROLE
+            # The SDK resolves a bucket for code even when it uploads none (local code): name one, so that
+            # it does not ask AWS for the default bucket; nothing is ever written there.
+            _create(cfg, session, role, image, model_data, name, code_location=UNUSED_CODE_LOCATION)
         except RuntimeError as e:  # the SDK gave up waiting for /ping, or Compose failed
             raise EndpointError(
                 f"local endpoint {name} did not come up: {' '.join(str(e).split())} (its container's log"
@@ -102,8 +107,24 @@ def _serve_until_interrupted(name: str) -> None:
 
 
 def _stop(session: Any, name: str) -> None:
-    """Remove the container, then the SDK's record of the endpoint (which also ends its Compose process)."""
-    removed = remove_containers(name)
+    """Stop the container (SIGTERM: the server drains), remove it, then the SDK's record of the endpoint
+    (which also ends its Compose process)."""
+    previous = threading.excepthook
+    threading.excepthook = _compose_exit_logged  # the SDK's thread raises when Compose exits non-zero
+    try:
+        stop_containers(name)
+        removed = remove_containers(name)
+        _forget(session, name)
+    finally:
+        threading.excepthook = previous
+    print(f"local endpoint {name} stopped ({len(removed)} container(s) removed)", file=sys.stderr, flush=True)
+
+
+def _compose_exit_logged(args: threading.ExceptHookArgs) -> None:
+    log.info("local endpoint: %s", " ".join(str(args.exc_value).split()))
+
+
+def _forget(session: Any, name: str) -> None:
     client = session.sagemaker_client
     for call, key in (
         (client.delete_endpoint, "EndpointName"),
@@ -114,7 +135,6 @@ def _stop(session: Any, name: str) -> None:
             call(**{key: name})
         except Exception as e:  # noqa: BLE001 - nothing of it was created: nothing to delete
             log.debug("local endpoint %s: %s", name, e)
-    print(f"local endpoint {name} stopped ({len(removed)} container(s) removed)", file=sys.stderr, flush=True)
 
 
 def local_usage(name: str, port: int, image: str) -> str:

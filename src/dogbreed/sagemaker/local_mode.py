@@ -108,6 +108,13 @@ def remove_containers(label: str) -> list[str]:
     return ids
 
 
+def stop_containers(label: str, timeout_s: int = 10) -> None:
+    """SIGTERM to the containers of one local job or endpoint, SIGKILL after `timeout_s` (docker stop)."""
+    ids = running_containers(label)
+    if ids:
+        subprocess.run(["docker", "stop", "-t", str(timeout_s), *ids], capture_output=True, text=True)
+
+
 def running_containers(label: str) -> list[str]:
     listed = subprocess.run(
         ["docker", "ps", "-q", "--filter", f"label={CONTAINER_LABEL}={label}"],
