@@ -86,6 +86,9 @@ def deploy_local_endpoint(cfg: DictConfig) -> dict:
         print(local_usage(name, port, image), flush=True)
         _serve_until_interrupted(name)
         return described
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, while starting or serving
+        log.info("stopping local endpoint %s", name)
+        return {}
     finally:
         signal.signal(signal.SIGTERM, previous)
         _stop(session, name)
@@ -96,13 +99,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _serve_until_interrupted(name: str) -> None:
-    idle = threading.Event()  # never set: waits are interrupted by signals only
-    try:
-        while running_containers(name):
-            idle.wait(WATCH_INTERVAL_S)
-    except KeyboardInterrupt:
-        log.info("stopping local endpoint %s", name)
-        return
+    """Return never: KeyboardInterrupt (Ctrl-C, SIGTERM) ends it, or the container ending by itself."""
+    idle = threading.Event()  # never set: each wait ends after the interval, or by a signal
+    while running_containers(name):
+        idle.wait(WATCH_INTERVAL_S)
     raise EndpointError(f"local endpoint {name}: its container stopped (its log is above)")
 
 
