@@ -105,6 +105,22 @@ def test_tuning_and_attach_refuse_local_mode(no_aws, tmp_path):
         attach(compose_config(tmp_path, overrides), "some-job", "training")
 
 
+def test_a_failed_local_job_is_one_line_with_the_reason_the_container_wrote(tmp_path):
+    from dogbreed.sagemaker.results import collect_local_training
+
+    (tmp_path / "failure").write_text("train.py exited with status 2: error: model.lr=abc is not a number\n")
+    with tarfile.open(tmp_path / "output.tar.gz", "w:gz") as tar:  # what the SDK packs from /opt/ml/output
+        tar.add(tmp_path / "failure", arcname="failure")
+    cfg = compose_config(tmp_path, LOCAL)
+    with pytest.raises(SageMakerSetupError) as raised:
+        collect_local_training(cfg, None, "job-1", "Failed to run: [...]. Process exited with code: 1")
+    assert str(raised.value).startswith(
+        "local training job job-1 Failed: train.py exited with status 2: error: model.lr=abc is not a number"
+    )
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["TrainingJobStatus"] == "Failed" and (tmp_path / "output" / "failure").is_file()
+
+
 DEPLOY_LOCAL = ["backend=sagemaker", "endpoint.instance_type=local"]
 
 
