@@ -99,11 +99,18 @@ if ! reachable https://download.pytorch.org/whl/cpu/torch/; then
     fi
     wheels="${DOGBREED_WHEELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dogbreed/docker-wheels}"
     mkdir -p "$wheels"
-    say "wheels: no PyTorch CPU index; gathering torch==$torch_version+cpu and the [$extras] requirements into $wheels"
-    python3 docker/requirements.py "$extras" >"$wheels/requirements.txt"
-    python3 -m pip wheel --quiet --disable-pip-version-check --find-links "$wheels" -w "$wheels" \
-        -r "$wheels/requirements.txt" "torch==$torch_version+cpu" "torchvision==$torchvision_version" \
-        "setuptools>=77" wheel
+    wanted=$({ python3 docker/requirements.py "$extras"; echo "torch==$torch_version+cpu";
+        echo "torchvision==$torchvision_version"; echo "setuptools>=77"; echo wheel; })
+    # Gathered before for the same requirements: pip would only ask the indexes again.
+    if [ "$wanted" = "$(cat "$wheels/gathered-$smdebug.txt" 2>/dev/null)" ]; then
+        say "wheels: no PyTorch CPU index; the wheels gathered in $wheels before serve the build"
+    else
+        say "wheels: no PyTorch CPU index; gathering torch==$torch_version+cpu and the [$extras] requirements into $wheels"
+        echo "$wanted" >"$wheels/requirements.txt"
+        python3 -m pip wheel --quiet --disable-pip-version-check --find-links "$wheels" -w "$wheels" \
+            -r "$wheels/requirements.txt"
+        echo "$wanted" >"$wheels/gathered-$smdebug.txt"
+    fi
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     python3 -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >/dev/null 2>&1 &
     server_pid=$!
