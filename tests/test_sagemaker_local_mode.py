@@ -176,29 +176,19 @@ def test_train_py_without_an_image_says_so_in_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ end to end, in Docker
-TEST_IMAGE = "localmode-dogbreed:test"  # this checkout's image, beside any dogbreed:latest of the user's
-
-
 @pytest.fixture(scope="module")
 def dogbreed_image() -> str:
-    """This checkout's image, built by docker/build.sh (which keeps an up-to-date image as it is)."""
-    if shutil.which("docker") is None:
-        pytest.skip("Docker is not installed (apt-get install docker.io docker-compose, then start dockerd)")
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    if info.returncode != 0:
-        pytest.skip(f"no Docker engine answers: {' '.join(info.stderr.split())[:200]}")
+    """The project's image (docker/build.sh, reused when up to date); skipped, saying why, without Docker
+    or Docker Compose, which the SDK's local mode runs."""
+    from tests.docker_support import built_image, docker_unavailable
+
+    reason = docker_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
     compose_v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if "v2" not in compose_v2.stdout and shutil.which("docker-compose") is None:
         pytest.skip("no Docker Compose (apt-get install docker-compose): SageMaker's local mode runs it")
-    built = subprocess.run(
-        [str(ROOT / "docker" / "build.sh"), "--tag", TEST_IMAGE],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    return built.stdout.strip().splitlines()[-1]
+    return built_image()
 
 
 def labelled_containers(label: str) -> list[str]:
