@@ -3,7 +3,9 @@
 backend=local serves the exported model on 127.0.0.1:8080 (GET /ping, POST /invocations).
 backend=sagemaker creates an endpoint running the same handler, real-time or serverless (teardown=true
 endpoint_name=<name> deletes it), or with transform.input=s3://... transform.output=s3://... a batch transform
-job over an S3 folder of images; backend.dry_run=true prints the requests and sends nothing.
+job over an S3 folder of images; backend.dry_run=true prints the requests and sends nothing. With
+endpoint.instance_type=local (SageMaker's local mode) the SDK serves it from endpoint.image_uri on this
+machine, on server.port.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ def main(cfg: DictConfig) -> None:
         return
     if cfg.backend.name == "sagemaker":
         from dogbreed.sagemaker.endpoint import deploy_endpoint, teardown_endpoint
+        from dogbreed.sagemaker.endpoint_local import deploy_local_endpoint
+        from dogbreed.sagemaker.local_mode import is_local
 
         # A SageMakerSetupError (no credentials, AWS refusing, no model) is one `error:` line, exit 2.
-        if cfg.teardown:
+        if is_local(cfg.endpoint.instance_type):  # SageMaker's local mode: served from the image here
+            deploy_local_endpoint(cfg)
+        elif cfg.teardown:
             teardown_endpoint(cfg)
         elif cfg.transform.input:
             from dogbreed.sagemaker.batch_transform import run_batch_transform

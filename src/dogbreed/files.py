@@ -77,11 +77,16 @@ def replace_dir(staged: Path, target: Path) -> Path:
 
     One atomic exchange where the kernel offers it (then the old version is removed); elsewhere two
     renames, between which `target` is briefly missing. Either way a kill leaves only hidden litter,
-    which `remove_staging_litter` clears."""
+    which `remove_staging_litter` clears.
+
+    A mount point cannot be renamed (SageMaker's local mode bind-mounts /opt/ml/model): its contents are
+    replaced instead, not atomically (the job's model is read only after its process ends)."""
     make_readable(staged)
     if not target.exists():
         os.replace(staged, target)
         return target
+    if os.path.ismount(target):
+        return _replace_contents(staged, target)
     if _exchange(staged, target):
         shutil.rmtree(staged, ignore_errors=True)  # holds the old version now
         return target
@@ -89,4 +94,18 @@ def replace_dir(staged: Path, target: Path) -> Path:
     os.replace(target, old)
     os.replace(staged, target)
     shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _replace_contents(staged: Path, target: Path) -> Path:
+    """Empty `target`, then move what `staged` holds into it (copied where they are different filesystems)."""
+    for entry in target.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    for entry in staged.iterdir():
+        shutil.move(str(entry), str(target / entry.name))
+    shutil.rmtree(staged, ignore_errors=True)
+    make_readable(target)
     return target

@@ -64,8 +64,12 @@ def _endpoint_name(cfg: DictConfig) -> str:
 
 
 def image_uri(endpoint: DictConfig, session: Any, instance_type: str | None) -> str:
-    """The PyTorch inference image for this region and instance (CPU or GPU build); None: serverless (CPU)."""
+    """endpoint.image_uri, else the PyTorch inference image for this region and instance (CPU or GPU
+    build; instance_type None: serverless, CPU)."""
     from sagemaker import image_uris
+
+    if endpoint.get("image_uri"):
+        return str(endpoint.image_uri)
 
     try:
         return image_uris.retrieve(
@@ -208,8 +212,18 @@ def wait_until_in_service(client: Any, name: str) -> None:
         ) from None
 
 
-def breed_model(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> Any:
-    """The SDK's PyTorchModel of the packed archive, named `name`: what endpoints and transforms run."""
+def breed_model(
+    cfg: DictConfig,
+    session: Any,
+    role: str,
+    image: str,
+    model_data: str,
+    name: str,
+    code_location: str | None = None,
+) -> Any:
+    """The SDK's PyTorchModel of the packed archive, named `name`: what endpoints and transforms run.
+
+    `code_location`: where the SDK would put code it uploads (none here); null: the session's bucket."""
     sdk()
     from sagemaker.pytorch import PyTorchModel
 
@@ -224,6 +238,7 @@ def breed_model(cfg: DictConfig, session: Any, role: str, image: str, model_data
         py_version=str(endpoint.py_version),
         env=endpoint_environment(endpoint),
         name=name,
+        code_location=code_location,
         sagemaker_session=session,
         # The SDK's PyTorchPredictor sends and accepts application/x-npy, which the handler answers 406.
         predictor_cls=breed_predictor,
@@ -235,10 +250,18 @@ def resource_tags(cfg: DictConfig) -> list[dict[str, str]] | None:
     return tags or None
 
 
-def _create(cfg: DictConfig, session: Any, role: str, image: str, model_data: str, name: str) -> None:
+def _create(
+    cfg: DictConfig,
+    session: Any,
+    role: str,
+    image: str,
+    model_data: str,
+    name: str,
+    code_location: str | None = None,
+) -> None:
     """CreateModel, CreateEndpointConfig and CreateEndpoint, all named `name`, through the SDK."""
     endpoint = cfg.endpoint
-    model = breed_model(cfg, session, role, image, model_data, name)
+    model = breed_model(cfg, session, role, image, model_data, name, code_location)
     serverless = serverless_config(endpoint)
     if serverless is not None:
         instances: dict[str, Any] = {"serverless_inference_config": serverless}

@@ -24,14 +24,21 @@ from dogbreed.sagemaker.session import SageMakerSetupError
 log = logging.getLogger(__name__)
 
 
-def model_source(cfg: DictConfig) -> Path | str:
-    """model_dir (a local exported model) or model_data (an S3 archive): exactly one, checked locally."""
+def model_source(cfg: DictConfig, local: bool = False) -> Path | str:
+    """model_dir (a local exported model) or model_data (an S3 archive; in local mode also a file:// one):
+    exactly one, checked locally."""
     model_dir, model_data = cfg.get("model_dir"), cfg.get("model_data")
     if model_dir and model_data:
         raise SageMakerSetupError(f"give model_dir or model_data, not both: {model_dir}, {model_data}")
     if model_data:
-        if not str(model_data).startswith("s3://") or not str(model_data).endswith(".tar.gz"):
-            raise SageMakerSetupError(f"model_data must be an s3://.../model.tar.gz URI, got {model_data}")
+        schemes = ("s3://", "file://") if local else ("s3://",)
+        if not str(model_data).startswith(schemes) or not str(model_data).endswith(".tar.gz"):
+            raise SageMakerSetupError(
+                f"model_data must be an {' or '.join(x + '.../model.tar.gz' for x in schemes)} URI,"
+                f" got {model_data}"
+            )
+        if str(model_data).startswith("file://") and not Path(str(model_data)[7:]).is_file():
+            raise SageMakerSetupError(f"model_data={model_data}: no such file")
         return str(model_data)
     if not model_dir:
         raise SageMakerSetupError(
@@ -70,18 +77,35 @@ def stage_model(cfg: DictConfig, session: Any, name: str, source: Path | str, dr
     return session.upload_data(str(archive), bucket=session.default_bucket(), key_prefix=key_prefix)
 
 
-def _repack_s3_model(session: Any, model_data: str, archive: Path, python: str) -> None:
-    """model_data (e.g. a training job's output) -> archive with this project's code/ added."""
+def stage_local_model(cfg: DictConfig, session: Any, source: Path | str) -> str:
+    """Local mode: the deployable archive in a folder of its own under the run directory (the SDK extracts
+    it beside itself and mounts that folder as /opt/ml/model); its file:// URI. No runtime wheels: the
+    image has its serving runtime baked in."""
+    archive = Path(cfg.run_dir).resolve() / "endpoint-model" / "model.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, Path):
+        pack_model(source, archive)
+    else:
+        _repack_s3_model(session, source, archive, None)
+    return "file://" + str(archive)
+
+
+def _repack_s3_model(session: Any, model_data: str, archive: Path, python: str | None) -> None:
+    """model_data (e.g. a training job's output; file:// in local mode) -> archive with this project's code/
+    added (and the serving runtime's wheels for `python`, the endpoint's Python)."""
     from botocore.exceptions import ClientError
 
     bucket, _, key = model_data[len("s3://") :].partition("/")
     with tempfile.TemporaryDirectory(prefix="dogbreed-model-") as tmp:
         local = Path(tmp) / "source.tar.gz"
-        log.info("downloading %s", model_data)
-        try:
-            session.boto_session.client("s3").download_file(bucket, key, str(local))
-        except ClientError as e:
-            raise SageMakerSetupError(f"model_data={model_data} cannot be read: {e}") from None
+        if model_data.startswith("file://"):
+            local = Path(model_data[len("file://") :])
+        else:
+            log.info("downloading %s", model_data)
+            try:
+                session.boto_session.client("s3").download_file(bucket, key, str(local))
+            except ClientError as e:
+                raise SageMakerSetupError(f"model_data={model_data} cannot be read: {e}") from None
         model_dir = Path(tmp) / "model"
         with tarfile.open(local) as tar:
             tar.extractall(model_dir, filter="data")

@@ -75,14 +75,29 @@ def _download_archive(s3: Any, uri: str, archive: Path, extract_to: Path) -> boo
                 log.info("%s: not found", uri)
                 return False
             raise
-        contents = staged / extract_to.name
-        contents.mkdir()
-        _extract(download, contents, uri, extract_to)
+        _swap_in(download, staged, uri, extract_to)
         os.replace(download, archive)
-        replace_dir(contents, extract_to)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return True
+
+
+def _swap_in(archive: Path, staged: Path, uri: str, extract_to: Path) -> None:
+    """Extract `archive` into the staging folder `staged` and put the result in place of `extract_to`."""
+    contents = staged / extract_to.name
+    contents.mkdir()
+    _extract(archive, contents, uri, extract_to)
+    replace_dir(contents, extract_to)
+
+
+def _extract_local_archive(archive: Path, extract_to: Path) -> None:
+    """A .tar.gz already on this machine (a local-mode job's) swapped in as `_download_archive` does."""
+    remove_staging_litter(extract_to)
+    staged = staging_dir(extract_to)
+    try:
+        _swap_in(archive, staged, str(archive), extract_to)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _extract(archive: Path, destination: Path, uri: str, target: Path) -> None:
@@ -135,6 +150,35 @@ def attach_training(cfg: DictConfig, session: Any, name: str, out_dir: Path | No
             f" (what it left is in {out})"
         )
     print(f"training job {name}: results in {out}", flush=True)
+    return described
+
+
+def collect_local_training(cfg: DictConfig, session: Any, name: str, failure: str | None) -> dict:
+    """A local-mode job's model.tar.gz and output.tar.gz, which the SDK left in the run directory, extracted
+    into model/ and output/ as `attach_training` does; a failed job becomes one line with its reason."""
+    out = Path(cfg.run_dir)
+    for archive, folder in (("model.tar.gz", "model"), ("output.tar.gz", "output")):
+        if (out / archive).is_file():
+            _extract_local_archive(out / archive, out / folder)
+    if failure is None:
+        described = session.sagemaker_client.describe_training_job(TrainingJobName=name)
+    else:
+        reason_file = out / "output" / "failure"
+        reason = reason_file.read_text(errors="replace").strip() if reason_file.is_file() else ""
+        described = {
+            "TrainingJobName": name,
+            "TrainingJobStatus": "Failed",
+            "FailureReason": " ".join((reason or failure).split())[-1000:],
+        }
+    _write_json(out / "job.json", described)
+    if failure is not None:
+        raise SageMakerSetupError(
+            f"local training job {name} Failed: {described['FailureReason']} (its log is above; what it"
+            f" left is in {out})"
+        )
+    log.info("model: %s", out / "model")
+    print(f"training job {name} (local mode): results in {out}", flush=True)
+    print(f"model_data={described['ModelArtifacts']['S3ModelArtifacts']}", flush=True)
     return described
 
 

@@ -27,6 +27,15 @@ from dogbreed.config.overrides import (
 )
 from dogbreed.config.secrets import mask_secrets
 from dogbreed.sagemaker.dry_run import DryRun, sdk_log_of, show_request
+from dogbreed.sagemaker.local_mode import (
+    LOCAL_ROLE,
+    check_image,
+    check_local_job,
+    file_uri,
+    is_local,
+    local_channels,
+    local_session,
+)
 from dogbreed.sagemaker.metrics import metric_definitions
 from dogbreed.sagemaker.rules import debugger_settings
 from dogbreed.sagemaker.session import (
@@ -195,18 +204,14 @@ def build_estimator(
     from sagemaker.pytorch import PyTorch
 
     backend = cfg.backend
-    bucket = session.default_bucket()
-    checkpoint_s3_uri = backend.get("checkpoint_s3_uri")
-    if backend.spot and not checkpoint_s3_uri:
-        name = checkpoint_name or backend.base_job_name
-        checkpoint_s3_uri = f"s3://{bucket}/{backend.prefix}/checkpoints/{name}"
     max_wait = (backend.get("max_wait_s") or 2 * backend.max_run_s) if backend.spot else None
     image = backend.get("image_uri")
-    tracking = job_tracking(cfg, bucket)
+    locations = job_locations(cfg, session, checkpoint_name)
+    tracking = job_tracking(cfg, locations.pop("tensorboard"))
     tags = {**tracking.tags, **(backend.get("tags") or {})}
     environment = {**tracking.environment, **(backend.get("environment") or {})}
     extra: dict[str, Any] = {}
-    if tracking.tensorboard_output:  # logger=tensorboard: where Studio's TensorBoard finds the job's logs
+    if tracking.tensorboard_output and not session.local_mode:  # where Studio's TensorBoard finds the logs
         from sagemaker.debugger import TensorBoardOutputConfig
 
         extra["tensorboard_output_config"] = TensorBoardOutputConfig(**tracking.tensorboard_output)
@@ -223,12 +228,10 @@ def build_estimator(
         hyperparameters=hyperparameters_from_overrides(overrides),
         metric_definitions=metric_definitions(),
         base_job_name=backend.base_job_name,
-        output_path=f"s3://{bucket}/{backend.prefix}/output",
-        code_location=f"s3://{bucket}/{backend.prefix}/code",
         use_spot_instances=bool(backend.spot),
         max_run=backend.max_run_s,
         max_wait=max_wait,
-        checkpoint_s3_uri=checkpoint_s3_uri,
+        **locations,
         tags=[{"Key": str(k), "Value": str(v)} for k, v in tags.items()],
         environment={str(k): str(v) for k, v in environment.items()},
         sagemaker_session=session,
@@ -238,11 +241,29 @@ def build_estimator(
     )
 
 
-def job_tracking(cfg: DictConfig, bucket: str) -> Any:
+def job_locations(cfg: DictConfig, session: Any, checkpoint_name: str | None) -> dict[str, Any]:
+    """Where the job's output, code, checkpoints and TensorBoard logs go: under s3://<bucket>/<prefix>/, or in
+    local mode the run directory (model.tar.gz and output.tar.gz land there; the code is mounted)."""
+    backend = cfg.backend
+    if session.local_mode:
+        return {"output_path": file_uri(cfg.run_dir), "tensorboard": ""}
+    bucket = session.default_bucket()
+    checkpoint_s3_uri = backend.get("checkpoint_s3_uri")
+    if backend.spot and not checkpoint_s3_uri:
+        name = checkpoint_name or backend.base_job_name
+        checkpoint_s3_uri = f"s3://{bucket}/{backend.prefix}/checkpoints/{name}"
+    return {
+        "output_path": f"s3://{bucket}/{backend.prefix}/output",
+        "code_location": f"s3://{bucket}/{backend.prefix}/code",
+        "checkpoint_s3_uri": checkpoint_s3_uri,
+        "tensorboard": f"s3://{bucket}/{backend.prefix}/tensorboard/{backend.base_job_name}",
+    }
+
+
+def job_tracking(cfg: DictConfig, tensorboard: str) -> Any:
     """Tags (the launcher's git commit), environment, TensorBoard output and requirements for tracking."""
     from dogbreed.tracking.sagemaker_job import job_tracking as tracking_of
 
-    tensorboard = f"s3://{bucket}/{cfg.backend.prefix}/tensorboard/{cfg.backend.base_job_name}"
     return tracking_of(cfg.get("logger"), tensorboard, PROJECT_ROOT)
 
 
@@ -271,9 +292,16 @@ def _sdk_never_waits() -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def _prepare_job(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DryRun | None, Any, str, Any]:
+def _prepare_job(
+    cfg: DictConfig, overrides: Sequence[str], kind: str = "training"
+) -> tuple[DryRun | None, Any, str, Any]:
     """What every job needs first: the dry-run recorder (if any), a session, the checked role, the data."""
     check_job_settings(cfg)
+    if is_local(cfg.backend.instance_type):
+        check_local_job(cfg.backend, kind)
+        check_image(cfg.backend.get("image_uri"), "backend.image_uri")
+        session = local_session(cfg.backend, label=str(cfg.run_dir))
+        return None, session, cfg.backend.get("role") or LOCAL_ROLE, local_channels(cfg)
     dry_run = DryRun() if cfg.backend.dry_run else None
     session = make_session(cfg.backend, dry_run)
     role = check_backend(cfg.backend, session, dry_run is not None)
@@ -292,6 +320,8 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         name = job_name_for(backend.base_job_name)
         with _staged_source(cfg) as source_dir:
             estimator = build_estimator(cfg, overrides, session, role, source_dir, checkpoint_name=name)
+            if session.local_mode:  # the job runs here and now, in a container
+                return run_local_job(cfg, estimator, inputs, name)
             with _sdk_never_waits(), sdk_log_of(dry_run):
                 estimator.fit(inputs, wait=False, job_name=name)
         if dry_run is not None:
@@ -308,10 +338,32 @@ def launch_training(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         return job.describe()
 
 
+def run_local_job(cfg: DictConfig, estimator: Any, inputs: dict[str, str] | None, name: str) -> dict:
+    """Run the training job in local mode (the SDK starts the image with Docker Compose and waits), then
+    bring its model and output into the run directory as `attach` does for a job in the cloud."""
+    from dogbreed.sagemaker.local_mode import remove_containers
+    from dogbreed.sagemaker.results import collect_local_training
+
+    print(f"training_job={name} (local mode, image {cfg.backend.image_uri})", file=sys.stderr, flush=True)
+    failure = None
+    try:
+        estimator.fit(inputs, wait=False, job_name=name)
+    except RuntimeError as e:  # the SDK's word for a container that exited non-zero
+        failure = " ".join(str(e).split())
+    finally:
+        remove_containers(str(cfg.run_dir))
+    return collect_local_training(cfg, estimator.sagemaker_session, name, failure)
+
+
 def attach(cfg: DictConfig, name: str, kind: str) -> dict:
     """`attach=<job name>`: follow a training or tuning job (backend.wait) and download its results."""
     from dogbreed.sagemaker.results import attach_training, attach_tuning
 
+    if is_local(cfg.backend.instance_type):
+        raise SageMakerSetupError(
+            f"attach={name} follows a job in SageMaker; a local-mode job ends with the process that ran it,"
+            " its results in that run's directory: drop backend.instance_type"
+        )
     with aws_errors():
         session = make_session(cfg.backend, bucket_required=False)
         return (attach_tuning if kind == "tuning" else attach_training)(cfg, session, name)

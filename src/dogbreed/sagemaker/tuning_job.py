@@ -120,7 +120,7 @@ def launch_tuning(cfg: DictConfig, overrides: Sequence[str], space: Mapping[str,
     bring the best job's values and files into the run directory (see `attach_tuning`)."""
     backend = cfg.backend
     with aws_errors():
-        dry_run, session, role, inputs = _prepare_job(cfg, overrides)
+        dry_run, session, role, inputs = _prepare_job(cfg, overrides, kind="tuning")
         name = job_name_for(_tuning_job_prefix(backend.base_job_name), tuning=True)
         with _staged_source(cfg) as source_dir:
             tuner = build_tuner(cfg, overrides, space, session, role, source_dir, tuning_name=name)
