@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from tests.conftest import ROOT, TINY
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-N_TRIALS = 4
+N_TRIALS = 3
 STUDY = "shared"
 
 
@@ -95,7 +95,9 @@ def _worker(run_dir: Path, url: str, seed: int, shapes3: Path, cache: Path) -> s
         f"tune.n_trials={N_TRIALS}",
         "tune.heartbeat_interval=1",
         "tune.grace_period=2",
-        "tune.pruner=null",  # every trial counts the same; pruning has its own test
+        "tune.pruner=null",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",  # every trial counts the same; pruning has its own test
     ]
     env = {
         **os.environ,
@@ -120,6 +122,7 @@ def _of(trials: list[optuna.trial.FrozenTrial], run_dir: Path, *states: TrialSta
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_two_workers_share_a_study_and_retry_a_killed_workers_trial(postgres_url, shapes3, tmp_path):
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first = _worker(first_dir, postgres_url, 1, shapes3, tmp_path / "cache")
