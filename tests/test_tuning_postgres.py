@@ -20,7 +20,10 @@ from optuna.trial import TrialState
 
 from tests.conftest import ROOT, TINY
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian's postgresql package: the newest installed major version's server binaries.
+PG_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=Path("none")
+)
 N_TRIALS = 3
 STUDY = "shared"
 
