@@ -66,11 +66,11 @@ def test_images_and_real_hparams_metrics_in_tensorboard(with_debugger):
 def test_weight_and_gradient_histograms_with_the_debugger_only(with_debugger, shapes3, tmp_path):
     _, events = with_debugger
     histograms = events.Tags()["histograms"]
-    assert "weights/net.fc.weight" in histograms and "gradients/net.fc.weight" in histograms
+    assert "weights/net.fc.1.weight" in histograms and "gradients/net.fc.1.weight" in histograms
     # At the debugger's collection steps (every 2 of the 6 training steps), over real spreads of values.
-    steps = [event.step for event in events.Histograms("gradients/net.fc.weight")]
+    steps = [event.step for event in events.Histograms("gradients/net.fc.1.weight")]
     assert steps == [0, 2, 4]
-    last = events.Histograms("weights/net.fc.weight")[-1].histogram_value
+    last = events.Histograms("weights/net.fc.1.weight")[-1].histogram_value
     assert last.num > 0 and last.max > last.min
 
     without = _train(tmp_path, shapes3, [])
