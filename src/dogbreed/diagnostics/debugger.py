@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from dogbreed.diagnostics.debugger_rules import DEBUGGER_CHECKS, DEBUGGER_RULE_DEFAULTS, RECOMMENDATIONS
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 class TensorDebugger(RuleCallback):
     """Collect losses (every step) and per-layer gradient/weight statistics (every `save_interval` steps),
     evaluate the debugger rules as training goes (acting on `action: stop`), and write
-    `<out_dir>/{losses,layer_stats}.csv`, `rule_outcomes.json`, plots and the run's HTML report."""
+    `<out_dir>/{losses,layer_stats}.csv`, `rule_outcomes.json`, plots and the run's HTML report; with a
+    TensorBoard logger, also weight and gradient histograms at the collection steps (`histograms`)."""
 
     kind = "debugger"
 
@@ -40,6 +42,7 @@ class TensorDebugger(RuleCallback):
         val_loss_key: str = "val/loss",
         plots: bool = True,
         report: bool = True,
+        histograms: bool = True,
     ) -> None:
         if int(save_interval) < 1:
             raise ValueError(f"debugger save_interval={save_interval} must be >= 1")
@@ -47,6 +50,7 @@ class TensorDebugger(RuleCallback):
         self.specs = parse_rule_specs(rules, DEBUGGER_RULE_DEFAULTS, "rules.debugger")
         self.save_interval = int(save_interval)
         self.val_loss_key = val_loss_key
+        self.histograms = histograms
         self.history = TensorHistory()
         self.findings: dict[str, Finding] = {}
         self._pending: list[tuple[int, int, torch.Tensor]] = []
@@ -88,11 +92,25 @@ class TensorDebugger(RuleCallback):
         step = self._step
         if step % self.save_interval == 0:
             self.history.layer_stats[step] = layer_statistics(self._params, step)
+            if self.histograms:
+                self._log_histograms(trainer, step)
         if step < self._early_steps():
             for name, p in self._params:
                 if p.grad is not None and p.grad.numel() > 1:
                     low, high = gradient_percentiles(p.grad)
                     self.history.grad_percentiles.setdefault(name, []).append((step, low, high))
+
+    @torch.no_grad()
+    def _log_histograms(self, trainer: pl.Trainer, step: int) -> None:
+        """Weight and gradient histograms of the watched tensors in TensorBoard (`logger=tensorboard`), at
+        the steps the statistics are collected."""
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                continue
+            for name, p in self._params:
+                logger.experiment.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
+                if p.grad is not None:
+                    logger.experiment.add_histogram(f"gradients/{name}", p.grad.detach().float().cpu(), step)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx

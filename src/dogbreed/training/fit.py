@@ -37,6 +37,7 @@ from dogbreed.tracking.mlflow_run import (
 )
 from dogbreed.tracking.model_card import write_model_card
 from dogbreed.tracking.run_record import RunRecord, new_run_record, write_run_metrics, write_run_record
+from dogbreed.tracking.tensorboard import finish_tensorboard
 from dogbreed.training.acceleration import (
     check_accelerator_available,
     configure_backends,
@@ -239,11 +240,12 @@ def finish(parts: Parts, outcome: Outcome) -> dict:
     runs, and print the final metric lines; return the summary that metrics.json holds."""
     cfg, run_dir, model = parts.cfg, parts.run_dir, parts.model
     model_dir = export(parts) if cfg.get("export", True) else None
+    outcomes = run_outcomes(model.last_test_outcomes, parts.images)
     evaluation = write_evaluation_report(
         model.last_test_confusion,
         parts.datamodule.class_names,
         run_dir / "evaluation",
-        outcomes=run_outcomes(model.last_test_outcomes, parts.images),
+        outcomes=outcomes,
         model=load_model(model_dir) if model_dir is not None else None,
     )
     skipped = write_skipped_images(run_dir, parts.datamodule.skipped_images)
@@ -259,6 +261,11 @@ def finish(parts: Parts, outcome: Outcome) -> dict:
             evaluation_dir=run_dir / "evaluation",
         )
     finish_mlflow_runs(parts.loggers, run_dir, model_dir, summary, mlflow_model_values(cfg.get("logger")))
+    if rank_zero_only.rank == 0:
+        config = parts.record.config or {}
+        finish_tensorboard(
+            parts.loggers, run_dir / "evaluation", outcomes, parts.datamodule.class_names, config, summary
+        )
     # Last lines of the job's log: the exported weights' val/* and test/* (a tuning objective reads these).
     metrics = outcome.metrics
     print(format_metric_lines({k: v for k, v in metrics.items() if not k.startswith("train/")}), flush=True)

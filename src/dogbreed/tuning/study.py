@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -228,7 +229,6 @@ def run_study(cfg: DictConfig) -> optuna.Study:
     n_trials = int(tune_cfg.n_trials)
     if n_trials < 1:
         raise TuneConfigError(f"tune.n_trials={n_trials} must be at least 1")
-    n_jobs = int(tune_cfg.get("n_jobs") or 1)
     runner = TrialRunner(cfg)  # validates the search space before a study is created
     keep_models = KeepBestModels(tune_cfg.get("keep_models"))
     study = create_study(cfg)
@@ -238,20 +238,44 @@ def run_study(cfg: DictConfig) -> optuna.Study:
         log.info("study %s resumed with %d finished trials", study.study_name, done)
     with study_parent_run(cfg, study.study_name, str(tune_cfg.storage)) as parent:
         runner.parent_run_id = parent.run_id if parent else None
-        if done < n_trials:
-            study.optimize(
-                runner,
-                n_trials=n_trials - done,
-                timeout=tune_cfg.get("timeout"),
-                n_jobs=n_jobs,
-                # Several processes or machines on one study stop together once it holds n_trials.
-                callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), keep_models],
-                gc_after_trial=True,
-            )
+        run_missing_trials(study, runner, tune_cfg, callbacks=[keep_models])
         if parent:
             log_study_result(parent, study)
             log_kept_models(parent, cfg, keep_models.kept(study))
     return study
+
+
+def run_missing_trials(
+    study: optuna.Study, runner: TrialRunner, tune_cfg: DictConfig, callbacks: Sequence[Any]
+) -> None:
+    """Run trials until the study holds `tune.n_trials` finished ones, or `tune.timeout` passes.
+
+    Other processes (machines) may work on the same study. Each round starts only the trials nobody runs
+    yet, the missing ones less those running elsewhere, so that the study ends with exactly n_trials
+    finished trials rather than one more per worker. When every missing trial runs elsewhere this process
+    waits: those trials finish, or their process died, and once stale (tune.grace_period) they are failed
+    and queued again (tune.retry_interrupted) for whichever process asks next.
+    """
+    n_trials = int(tune_cfg.n_trials)
+    n_jobs = int(tune_cfg.get("n_jobs") or 1)
+    timeout = tune_cfg.get("timeout")
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
+    poll = float(tune_cfg.get("heartbeat_interval") or 60)
+    while True:
+        fail_interrupted(study)
+        missing = n_trials - count_finished(study)
+        left = None if deadline is None else deadline - time.monotonic()
+        if missing <= 0 or (left is not None and left <= 0):
+            return
+        free = missing - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if free <= 0:
+            log.info("the %d missing trials run in other processes: waiting for them", missing)
+            time.sleep(poll if left is None else min(poll, left))
+            continue
+        batch = min(free, n_jobs)
+        study.optimize(
+            runner, n_trials=batch, timeout=left, n_jobs=batch, callbacks=callbacks, gc_after_trial=True
+        )
 
 
 def completed(study: optuna.Study) -> Sequence[optuna.trial.FrozenTrial]:
