@@ -55,7 +55,11 @@ def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
     # SageMaker's model.tar.gz layout: the entry point and the package it imports come with the model.
     assert (run_dir / "model" / "code" / "inference.py").is_file()
     assert (run_dir / "model" / "code" / "dogbreed" / "serving" / "handler.py").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # A finished smoke run keeps its model, not its checkpoints (keep_checkpoints=false): under 100 MB.
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "model" / "model.int8.onnx").exists()
+    size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    assert size < 100e6, f"{size / 1e6:.0f} MB"
     assert (run_dir / "config.yaml").read_text().count("resnet18") >= 1
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
     with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
