@@ -21,6 +21,7 @@ from typing import Any
 
 from dogbreed.config.errors import ConfigValueError
 from dogbreed.config.overrides import override_key
+from dogbreed.config.secrets import MASK
 from dogbreed.tracking.run_record import MANIFEST_FILE, RunRecord, read_run_record
 
 # The settings a resume may change (docs/training.md#resume): how many epochs, what is printed, how often
@@ -80,8 +81,12 @@ def resume_target(args: Sequence[str]) -> Path | None:
 def changes(record: RunRecord, given: Sequence[str], run: Path) -> list[str]:
     """The overrides of `given` that change the record: those in MAY_CHANGE; any other is refused."""
     changed = []
+    masked = {override_key(o) for o in record.overrides if MASK in o}
     for override in given:
         key = override_key(override)
+        if key in masked:  # a credential the record masked: given again, it is the run's own value
+            changed.append(override)
+            continue
         if override.startswith("~") or recorded_value(record, key) != _value(override):
             if key not in MAY_CHANGE and not key.startswith("hydra."):
                 raise ConfigValueError(
@@ -120,6 +125,12 @@ def resume_argv(args: Sequence[str]) -> list[str] | None:
         return None
     kept = [o for o in record.overrides if override_key(o) not in RESUME_KEYS]
     changed_keys = {override_key(o) for o in changed}
+    masked = next((o for o in kept if MASK in o and override_key(o) not in changed_keys), None)
+    if masked is not None:
+        raise ConfigValueError(
+            f"resume={run}: the run's {override_key(masked)} was recorded masked ({masked}): give it again "
+            "on the command line (a run started with a reference, ${oc.env:NAME}, records that instead)"
+        )
     ckpt = given.get("ckpt_path") or (
         f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if new_folder else "ckpt_path=last"
     )
