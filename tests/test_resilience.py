@@ -104,12 +104,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_with_the_resume_command(shapes
     assert f"step {state['global_step']}" in lines[0]
     assert f"checkpoint {last}" in lines[0]
     resume = lines[0].split("resume with: ")[1]
-    assert resume.endswith(f"hydra.run.dir={run_dir} ckpt_path=last"), resume
+    assert resume == f"python train.py resume={run_dir}", resume
     assert "Traceback" not in output
     assert not (run_dir / "metrics.json").exists(), "no test, no export after an interruption"
     assert not list(last.parent.glob(".*.tmp")), "no half-written checkpoint left behind"
 
-    # The printed command resumes the run (here only to the end of the epoch it stopped in).
+    # The printed command resumes the run with its own overrides (here only to the end of the epoch it
+    # stopped in: trainer.max_epochs may change on resume, and is recorded).
     words = shlex.split(resume)
     assert words[:2] == ["python", "train.py"], resume
     until = f"trainer.max_epochs={state['epoch'] + 1}"
@@ -117,6 +118,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_with_the_resume_command(shapes
     final = torch.load(last, map_location="cpu", weights_only=True)
     assert final["global_step"] == (state["epoch"] + 1) * STEPS_PER_EPOCH, "resumed, not restarted"
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == state["epoch"] + 1
+    (resumed,) = (json.loads(line) for line in (run_dir / "resumes.jsonl").read_text().splitlines())
+    assert resumed["overrides"] == [until]
+    assert "trainer.max_epochs=50" in json.loads((run_dir / "manifest.json").read_text())["overrides"]
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.config.errors import ConfigValueError
 from dogbreed.training.fit import fit
 from dogbreed.training.metric_lines import METRIC_NAMES
 from tests.conftest import ROOT, TINY, compose_config
@@ -54,7 +55,11 @@ def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
     # SageMaker's model.tar.gz layout: the entry point and the package it imports come with the model.
     assert (run_dir / "model" / "code" / "inference.py").is_file()
     assert (run_dir / "model" / "code" / "dogbreed" / "serving" / "handler.py").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # A finished smoke run keeps its model, not its checkpoints (keep_checkpoints=false): under 100 MB.
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "model" / "model.int8.onnx").exists()
+    size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    assert size < 100e6, f"{size / 1e6:.0f} MB"
     assert (run_dir / "config.yaml").read_text().count("resnet18") >= 1
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
     with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
@@ -76,24 +81,29 @@ def test_fit_learns_an_unseen_dataset_with_another_class_count(trained_run):
 
 
 @pytest.mark.slow
-def test_resume_from_last_checkpoint_continues_the_run(shapes3, tmp_path):
+def test_a_finished_run_trains_on_from_its_last_checkpoint_in_a_new_folder(shapes3, tmp_path):
     overrides = [*TINY, f"data.root={shapes3}", "data.images_per_class=8"]
-    first = fit(compose_config(tmp_path, [*overrides, "trainer.max_epochs=1"]))
+    first_dir, more_dir = tmp_path / "first", tmp_path / "more"
+    first = fit(compose_config(first_dir, [*overrides, "trainer.max_epochs=1"]))
     assert first["epochs"] == 1
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    last = first_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
+    record = {p.name: p.read_bytes() for p in first_dir.glob("*.*") if p.is_file()}
 
-    resumed = fit(compose_config(tmp_path, [*overrides, "trainer.max_epochs=3", "ckpt_path=last"]))
+    # In its own folder a finished run is never trained again: its record would be written over.
+    with pytest.raises(ConfigValueError, match=r"is a finished run \(1 epochs\).*hydra.run.dir=<new folder>"):
+        fit(compose_config(first_dir, [*overrides, "trainer.max_epochs=3", "ckpt_path=last"]))
+    assert {p.name: p.read_bytes() for p in first_dir.glob("*.*") if p.is_file()} == record
+
+    resumed = fit(compose_config(more_dir, [*overrides, "trainer.max_epochs=3", f"ckpt_path={last}"]))
     assert resumed["epochs"] == 3
-    logged = {}
-    for version in ("version_0", "version_1"):
-        with open(tmp_path / "logs" / version / "metrics.csv") as f:
-            logged[version] = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/loss")})
-    assert logged == {"version_0": [0], "version_1": [1, 2]}, "each attempt keeps its own log"
+    with open(more_dir / "logs" / "version_0" / "metrics.csv") as f:
+        logged = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/loss")})
+    assert logged == [1, 2], "epoch 0 was trained in the first folder"
 
     import torch
 
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    state = torch.load(more_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 2 and state["global_step"] == 3 * 2  # 24 train images / batch 16 = 2 steps
 
 

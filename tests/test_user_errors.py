@@ -97,6 +97,7 @@ def _assert_one_error_line(result: subprocess.CompletedProcess, words: list[str]
 def test_train_py_user_error_is_one_line(tmp_path, args, words):
     result = _run([sys.executable, str(ROOT / "train.py"), *args, "hydra.run.dir=run"], tmp_path)
     _assert_one_error_line(result, words)
+    assert not (tmp_path / "run").exists(), "a run that failed before training leaves no folder"
 
 
 @slow

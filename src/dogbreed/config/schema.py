@@ -74,6 +74,7 @@ class RunValues:
     ckpt_path: str | None = None
     export: bool = True
     checkpoint_every_minutes: float | None = None
+    keep_checkpoints: bool = True
 
 
 @dataclass

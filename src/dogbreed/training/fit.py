@@ -7,11 +7,12 @@ the final metric lines).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from dogbreed.config.job_environment import in_sagemaker_job
+from dogbreed.config.overrides import override_key
 from dogbreed.config.schema import check_train_config
 from dogbreed.modeldir.archive import add_inference_code
 from dogbreed.modeldir.reader import load_model
@@ -36,7 +38,14 @@ from dogbreed.tracking.mlflow_run import (
     start_mlflow_runs,
 )
 from dogbreed.tracking.model_card import write_model_card
-from dogbreed.tracking.run_record import RunRecord, new_run_record, write_run_metrics, write_run_record
+from dogbreed.tracking.run_record import (
+    RunRecord,
+    append_run_resume,
+    new_run_record,
+    read_run_record,
+    write_run_metrics,
+    write_run_record,
+)
 from dogbreed.tracking.tensorboard import finish_tensorboard
 from dogbreed.training.acceleration import (
     check_accelerator_available,
@@ -50,6 +59,7 @@ from dogbreed.training.interruption import interrupted_by, training_interrupted
 from dogbreed.training.log_handlers import lightning_lines_once
 from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
 from dogbreed.training.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
+from dogbreed.training.resume_record import RESUME_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +119,8 @@ def finished_run(cfg: DictConfig, run_dir: Path) -> dict | None:
 
     The checkpoint is read before anything of the run is written: one the loader refuses leaves the run
     folder as it was."""
+    if not cfg.get("ckpt_path"):
+        return None
     resumed = read_resume_checkpoint(cfg.get("ckpt_path"), run_dir)
     # Lightning reads the file again to resume; the memory map is let go when this returns.
     return finished_run_metrics(resumed, run_dir, cfg.trainer.get("max_epochs"))
@@ -121,9 +133,7 @@ def build(
     configure_backends(cfg.get("cudnn_benchmark", True))
     images = prepare_images(cfg)
     manifest = build_manifest(splits=images.datasets, class_names=images.class_names, overrides=overrides)
-    record = new_run_record(cfg, manifest)
-    if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
-        write_run_record(run_dir, record)
+    record = start_run_record(cfg, run_dir, manifest)
     # Seeded after the data checks (which draw on their own seeded generators), before any weight is drawn.
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
@@ -150,6 +160,30 @@ def build(
         precision,
     )
     return Parts(cfg, run_dir, record, images, datamodule, model, trainer, loggers)
+
+
+def start_run_record(cfg: DictConfig, run_dir: Path, manifest: dict[str, Any]) -> RunRecord:
+    """The run's record, written: config.yaml and manifest.json for a new run; for a resumed one (a run
+    recorded in run_dir, cfg.ckpt_path set) a line of resumes.jsonl, its first files kept as they are."""
+    existing = read_run_record(run_dir)
+    if not cfg.get("ckpt_path") or existing.manifest is None:
+        record = new_run_record(cfg, manifest)
+        if rank_zero_only.rank == 0:  # DDP relaunches this function in every process
+            write_run_record(run_dir, record)
+        return record
+    recorded = set(existing.overrides)
+    resume = {
+        "created": manifest["created"],
+        "ckpt_path": cfg.ckpt_path,
+        "command_line": manifest["command_line"],
+        # What this resume changed (dogbreed.training.resume_record.MAY_CHANGE); where to resume from is not.
+        "overrides": [
+            o for o in manifest["overrides"] if o not in recorded and override_key(o) not in RESUME_KEYS
+        ],
+    }
+    if rank_zero_only.rank == 0:
+        append_run_resume(run_dir, resume)
+    return replace(existing, resumes=(*existing.resumes, resume))
 
 
 def prepare_images(cfg: DictConfig) -> Any:
@@ -194,8 +228,7 @@ def run(parts: Parts) -> Outcome:
         sig = interrupted_by(exc, trainer)
         if sig is None:
             raise
-        overrides = (parts.record.manifest or {}).get("overrides", [])
-        interrupted = training_interrupted(trainer, sig, parts.run_dir, overrides)
+        interrupted = training_interrupted(trainer, sig, parts.run_dir)
         if trainer.is_global_zero:
             print(interrupted.line, file=sys.stderr, flush=True)
         raise interrupted from None
@@ -266,10 +299,24 @@ def finish(parts: Parts, outcome: Outcome) -> dict:
         finish_tensorboard(
             parts.loggers, run_dir / "evaluation", outcomes, parts.datamodule.class_names, config, summary
         )
+    if not cfg.get("keep_checkpoints", True):
+        remove_checkpoints(parts.trainer)
     # Last lines of the job's log: the exported weights' val/* and test/* (a tuning objective reads these).
     metrics = outcome.metrics
     print(format_metric_lines({k: v for k, v in metrics.items() if not k.startswith("train/")}), flush=True)
     return summary
+
+
+def remove_checkpoints(trainer: pl.Trainer) -> None:
+    """keep_checkpoints=false: a finished run's checkpoint files go; its model/ holds the tested weights."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            folder = Path(callback.dirpath)
+            for path in folder.glob("*.ckpt"):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder holding anything else stays
+                folder.rmdir()
+    log.info("checkpoints removed (keep_checkpoints=false): the exported model holds the tested weights")
 
 
 def export(parts: Parts) -> Path:

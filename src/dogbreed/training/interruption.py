@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shlex
 import signal
-from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -50,21 +49,18 @@ def saved_checkpoint(trainer: pl.Trainer) -> Path | None:
     return max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
-def resume_command(run_dir: Path, overrides: Sequence[str]) -> str:
-    """The train.py command that resumes the run in `run_dir` started with `overrides` (as recorded)."""
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir="))]
-    words = ["python", "train.py", *kept, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
-    return " ".join(shlex.quote(word) for word in words)
+def resume_command(run_dir: Path) -> str:
+    """The train.py command that resumes the run in `run_dir`: it restores the run's own recorded overrides
+    (dogbreed.training.resume_record)."""
+    return " ".join(shlex.quote(word) for word in ["python", "train.py", f"resume={run_dir}"])
 
 
-def training_interrupted(
-    trainer: pl.Trainer, sig: signal.Signals, run_dir: Path, overrides: Sequence[str]
-) -> TrainingInterrupted:
+def training_interrupted(trainer: pl.Trainer, sig: signal.Signals, run_dir: Path) -> TrainingInterrupted:
     """The exit for a run `sig` interrupted: where it stopped, the checkpoint kept, the command to resume."""
     where = f"training interrupted by {sig.name} at epoch {trainer.current_epoch}, step {trainer.global_step}"
     checkpoint = saved_checkpoint(trainer)
     if checkpoint is None:
         line = f"{where}; no checkpoint was saved, so a new run starts over"
     else:
-        line = f"{where}; checkpoint {checkpoint}; resume with: {resume_command(run_dir, overrides)}"
+        line = f"{where}; checkpoint {checkpoint}; resume with: {resume_command(run_dir)}"
     return TrainingInterrupted(sig.name, 128 + int(sig), line)

@@ -31,14 +31,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from dogbreed.config.errors import ConfigValueError
 from dogbreed.data.sampling import epoch_seed
 from dogbreed.model.checkpoints import CheckpointError, read_checkpoint
 from dogbreed.tracking.run_record import METRICS_FILE, read_run_record
 
 log = logging.getLogger(__name__)
-
-# Keys every complete metrics.json holds; a run without them was not finished.
-COMPLETE_METRICS = ("train/loss", "val/loss", "test/loss")
 
 
 class EpochSeeding(pl.Callback):
@@ -88,25 +86,30 @@ def read_resume_checkpoint(ckpt_path: str | None, run_dir: str | Path) -> Resume
 def finished_run_metrics(
     checkpoint: ResumeCheckpoint | None, run_dir: str | Path, max_epochs: int | None
 ) -> dict | None:
-    """The run's metrics.json when `checkpoint` is that of a run that already trained its `max_epochs` and
-    wrote complete metrics: resuming it would train nothing and overwrite them with a summary of no
-    training. None when there is something to resume (or nothing to read)."""
-    if checkpoint is None or not max_epochs or max_epochs < 0:
+    """The run's metrics.json when a resume (from `checkpoint`, None when the run kept none) finds a finished
+    run in `run_dir` (its complete metrics.json written): there is nothing to train, and its record is kept
+    as it is. None when there is something to resume (no finished run there).
+
+    A finished run is never trained again in its own folder: asked for more epochs than it trained, this
+    refuses and says how to train on in a new folder (dogbreed.training.resume_record)."""
+    record = read_run_record(run_dir)
+    if not record.finished:
         return None
     # "processed": epochs whose training and validation ran; the last epoch's checkpoint is written before
-    # Lightning counts it "completed".
-    progress = checkpoint.contents.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    completed = progress.get("current", {}).get("processed", 0)
-    if completed < max_epochs:
-        return None
-    metrics = read_run_record(run_dir).metrics
-    if metrics is None or not all(key in metrics for key in COMPLETE_METRICS):
-        return None
+    # Lightning counts it "completed". No checkpoint: the finished run kept none (keep_checkpoints=false).
+    contents = checkpoint.contents if checkpoint is not None else {}
+    progress = contents.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    completed = progress.get("current", {}).get("processed", (record.metrics or {}).get("epochs", 0))
+    if max_epochs is not None and max_epochs > completed:
+        raise ConfigValueError(
+            f"{run_dir} is a finished run ({completed} epochs): trainer.max_epochs={max_epochs} would write "
+            f"over its record; train on in a new folder with: python train.py resume={run_dir} "
+            f"hydra.run.dir=<new folder> trainer.max_epochs={max_epochs}"
+        )
     log.warning(
-        "%s is the checkpoint of a finished run (%d of %d epochs): nothing to resume; %s is kept as it is",
-        checkpoint.path,
+        "%s is a finished run (%d epochs): nothing to resume; %s is kept as it is",
+        run_dir,
         completed,
-        max_epochs,
         Path(run_dir) / METRICS_FILE,
     )
-    return metrics
+    return record.metrics
