@@ -148,6 +148,22 @@ def check_freeze_has_weights(weights: str | None, freeze: str, allowed: bool) ->
         )
 
 
+def check_peer_timeout(strategy: Any) -> None:
+    """trainer.strategy.peer_timeout_s (trainer=ddp) must be a number of seconds above 0."""
+    if not isinstance(strategy, Mapping) or "peer_timeout_s" not in strategy:
+        return
+    value = strategy["peer_timeout_s"]
+    try:
+        ok = float(value) > 0 and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigValueError(
+            f"trainer.strategy.peer_timeout_s={value} is not allowed: use a number of seconds above 0 "
+            "(how long a process waits for another before the run stops), e.g. 300"
+        )
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ConfigValueError naming the first key whose value cannot work; build nothing."""
     values = {
@@ -172,6 +188,7 @@ def check_train_config(cfg: DictConfig) -> None:
             f"checkpoint_every_minutes={run.checkpoint_every_minutes} is not allowed: use a number of "
             "minutes above 0, or null for no checkpoint by time"
         )
+    check_peer_timeout(cfg.trainer.get("strategy"))
     ckpt = run.ckpt_path
     is_file_path = ckpt and ckpt not in LIGHTNING_CKPT_NAMES and "://" not in ckpt
     if is_file_path and not Path(ckpt).expanduser().is_file():
