@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -277,3 +280,44 @@ def extract(archive: Path, destination: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(destination, filter="data")
     return destination
+
+
+def lose_host(host: Host, *, link_down: bool) -> None:
+    """`host` lost: every process in its namespace killed (SIGKILL, no goodbye); with `link_down`, its link
+    taken down first, so not even the kernel's resets reach the others (an instance that vanished)."""
+    if link_down:
+        subprocess.run(["ip", "-n", host.namespace, "link", "set", "eth0", "down"], check=True)
+    pids = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Output:
+    """A process's output, read as it comes (a thread), so a test can wait for a line while it runs."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """Whether a line holding `text` came within `timeout` seconds (polled)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in list(self.lines)):
+                return True
+            time.sleep(0.2)
+        return False
+
+    @property
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)

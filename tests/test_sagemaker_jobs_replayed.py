@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import time
 
 import boto3
 import pytest
@@ -21,7 +22,9 @@ from tests.conftest import MOTO_BUCKET, compose_config
 from tests.sagemaker_replay import (
     TINY_JOB,
     Host,
+    Output,
     finish_host,
+    lose_host,
     make_container_python,
     namespaces_available,
     network_of_hosts,
@@ -218,6 +221,17 @@ def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
     assert len(outcomes) >= 10
 
 
+def start_job_on_hosts(job, aws, hosts, python, tmp_path) -> list:
+    """Each host's /opt/ml (in tmp_path/<host name>) laid out for `job`, and its container entry started."""
+    names = [h.name for h in hosts]
+    processes = []
+    for host in hosts:
+        host = Host(host.name, tmp_path / host.name / "opt_ml", host.interface, host.namespace)
+        env = prepare_host(job, aws, host, names, tmp_path / host.name)
+        processes.append((host, start_host(host, python, env)))
+    return processes
+
+
 @pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
 def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     aws, shapes3, tmp_path, container_python
@@ -232,12 +246,7 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     job = launched(tmp_path / "launch", overrides)
     assert job["ResourceConfig"]["InstanceCount"] == 2
     with network_of_hosts(2) as hosts:
-        names = [h.name for h in hosts]
-        processes = []
-        for host in hosts:
-            host = Host(host.name, tmp_path / host.name / "opt_ml", host.interface, host.namespace)
-            env = prepare_host(job, aws, host, names, tmp_path / host.name)
-            processes.append((host, start_host(host, container_python, env)))
+        processes = start_job_on_hosts(job, aws, hosts, container_python, tmp_path)
         logs = {host.name: process.communicate(timeout=600)[0] for host, process in processes}
         codes = {host.name: process.returncode for host, process in processes}
         for host, _ in processes:
@@ -257,3 +266,43 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     assert sum(int(r["support"]) for r in rows) == 36
     correct = sum(int(r["correct"]) for r in rows)
     assert metrics["test/acc"] == pytest.approx(correct / 36, abs=1e-6)
+
+
+PEER_TIMEOUT_S = 20  # short for the test; the default is conf/trainer/ddp.yaml's
+
+
+@pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
+@pytest.mark.parametrize("link_down", [True, False], ids=["instance-vanished", "process-died"])
+def test_a_two_instance_job_whose_peer_is_lost_fails_within_the_peer_timeout_naming_the_host(
+    aws, shapes3, tmp_path, container_python, link_down
+):
+    overrides = [
+        *backend("backend.instance_count=2"),
+        "trainer=ddp",
+        f"trainer.strategy.peer_timeout_s={PEER_TIMEOUT_S}",
+        *TINY_JOB,
+        f"data.root={shapes3}",
+        "trainer.max_epochs=1000",  # still training when algo-2 is lost
+    ]
+    job = launched(tmp_path / "launch", overrides)
+    with network_of_hosts(2) as hosts:
+        (first, survivor), (second, lost) = start_job_on_hosts(job, aws, hosts, container_python, tmp_path)
+        output = Output(survivor)
+        assert output.wait_for("epoch=1", timeout=400), output.text[-4000:]  # training, past an epoch
+        lost_at = time.monotonic()
+        lose_host(second, link_down=link_down)
+        survivor.wait(timeout=PEER_TIMEOUT_S + 120)
+        took = time.monotonic() - lost_at
+        lost.wait(timeout=30)
+    log = output.text
+    assert survivor.returncode != 0, log[-4000:]
+    # Without the bound a vanished peer left algo-1 silent for ~15 minutes (the kernel's retransmissions).
+    assert took < PEER_TIMEOUT_S + 60, (took, log[-4000:])
+    how = "it does not answer, the instance is gone" if link_down else "its training process ended"
+    # One line of its own (the toolkit then repeats it in its failure report).
+    lines = [line for line in log.splitlines() if line.startswith("ConnectionError: lost host algo-2")]
+    assert len(lines) == 1 and how in lines[0], log[-4000:]
+    print(f"algo-1 stopped {took:.1f} s after algo-2 was lost")
+    failure = (first.base / "output" / "failure").read_text()
+    assert "lost host algo-2" in failure and how in failure
+    assert not (first.base / "output" / "success").exists()

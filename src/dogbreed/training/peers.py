@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -53,10 +54,23 @@ class PeerTimedDDP(DDPStrategy):
         dist.all_gather_object(hosts, socket.gethostname())
         self.peer_hosts = [str(host) for host in hosts]
 
+    def barrier(self, name: str | None = None) -> None:
+        # While a lost peer's failure is being handled (last.ckpt saved on exception), nobody is left to
+        # meet at a barrier: the save would fail on the closed connections instead of being written.
+        handling = sys.exc_info()[1]
+        if handling is not None and is_peer_failure(handling):
+            return
+        super().barrier(name)
 
-def is_peer_failure(exc: BaseException) -> bool:
-    """Whether `exc` is a failed transfer with another process (gloo's transport, or torch's DistError)."""
-    return isinstance(exc, dist.DistError) or "gloo/transport" in str(exc)
+
+def is_peer_failure(exc: BaseException | None) -> bool:
+    """Whether `exc`, or the exception it was raised while handling, is a failed transfer with another
+    process (gloo's transport, or torch's DistError)."""
+    while exc is not None:
+        if isinstance(exc, dist.DistError) or "gloo/transport" in str(exc):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def host_answers(host: str, port: int, seconds: float = PROBE_SECONDS) -> bool:
