@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import time
 
 import boto3
@@ -97,11 +98,22 @@ def test_training_job_trains_exports_and_a_spot_restart_resumes_its_own_checkpoi
     assert printed["val/loss"] == pytest.approx(metrics["best_score"], abs=1e-5)
     assert (base / "checkpoints" / name / "last.ckpt").is_file()
 
-    # A spot interruption: SageMaker restarts the same job with the synced checkpoints.
-    second = run_job(job, aws, container_python, tmp_path / "restart")
-    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-    restart = tmp_path / "restart" / "opt_ml"
-    assert f"ckpt_path={restart / 'checkpoints' / name / 'last.ckpt'}" in second.stdout
+    # A spot interruption: SageMaker restarts the same job on a fresh instance, at the same /opt/ml, with
+    # the checkpoints synced back from S3 (everything else of the first attempt gone).
+    best = read_checkpoint(base / "checkpoints" / name / "last.ckpt")
+    (best_path,) = {s["best_model_path"] for k, s in best["callbacks"].items() if "val/loss" in k}
+    best_weights = read_checkpoint(best_path)["state_dict"]
+    shutil.rmtree(base)
+    second = run_job(job, aws, container_python, tmp_path / "job")
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-4000:]
+    assert f"ckpt_path={base / 'checkpoints' / name / 'last.ckpt'}" in second.stdout
+    assert "dirpath has changed" not in log  # Lightning forgets the best checkpoint when the path moves
+    # The restart exports the best checkpoint's weights (the first attempt's choice), not the last epoch's.
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == best_path
+    exported = torch.load(base / "model" / "weights.pt", weights_only=True)
+    assert all(torch.equal(value, best_weights[f"net.{key}"]) for key, value in exported.items())
 
 
 def test_a_hyperparameter_reading_the_environment_resolves_in_the_job_and_is_never_written_out(
