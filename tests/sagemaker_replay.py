@@ -321,3 +321,67 @@ class Output:
     def text(self) -> str:
         self._thread.join(timeout=10)
         return "".join(self.lines)
+
+
+# ------------------------------------------------------------------------------------ the container's PID 1
+# The PyTorch training container's entry point is `bash -m start_with_right_hostname.sh train`: bash, PID 1
+# of the container, runs `train` (the toolkit) as its child, with no trap. This is that script's shape, less
+# the gethostname preload it compiles first.
+CONTAINER_ENTRY = """#!/usr/bin/env bash
+if [[ "$1" = "train" ]]; then
+    "$CONTAINER_PYTHON" -c "$CONTAINER_TRAIN"
+else
+    "$@"
+fi
+"""
+
+
+def start_container(python: Path, env: dict[str, str], work: Path) -> subprocess.Popen:
+    """The container's process tree: the entry script under bash as PID 1 of its own PID namespace, as
+    `docker run` starts it; the toolkit and train.py below it."""
+    script = work / "start_with_right_hostname.sh"
+    script.write_text(CONTAINER_ENTRY)
+    env = {**env, "CONTAINER_PYTHON": str(python), "CONTAINER_TRAIN": CONTAINER_TRAIN}
+    return subprocess.Popen(
+        ["unshare", "--fork", "--pid", "--mount-proc", "bash", "-m", str(script), "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def start_toolkit(python: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The toolkit's `train` alone (no container entry above it), not waited for."""
+    return subprocess.Popen(
+        [str(python), "-c", CONTAINER_TRAIN],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def descendant_running(pid: int, text: str) -> int | None:
+    """The first process below `pid` whose command line holds `text`."""
+    for child in children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in command:
+            return child
+        found = descendant_running(child, text)
+        if found is not None:
+            return found
+    return None

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import time
 
 import boto3
@@ -21,9 +24,12 @@ from dogbreed.sagemaker.training_job import launch_training
 from dogbreed.sagemaker.tuning_job import launch_tuning
 from tests.conftest import MOTO_BUCKET, compose_config
 from tests.sagemaker_replay import (
+    CONTAINER_TRAIN,
     TINY_JOB,
     Host,
     Output,
+    children,
+    descendant_running,
     finish_host,
     lose_host,
     make_container_python,
@@ -32,7 +38,9 @@ from tests.sagemaker_replay import (
     one_point,
     prepare_host,
     run_job,
+    start_container,
     start_host,
+    start_toolkit,
     training_job_of_tuning_job,
 )
 
@@ -318,3 +326,79 @@ def test_a_two_instance_job_whose_peer_is_lost_fails_within_the_peer_timeout_nam
     failure = (first.base / "output" / "failure").read_text()
     assert "lost host algo-2" in failure and how in failure
     assert not (first.base / "output" / "success").exists()
+
+
+def fresh_host(job, aws, work) -> tuple[Host, dict]:
+    """A new instance for an attempt of `job`: an empty /opt/ml at the same path, checkpoints synced in."""
+    host = Host("localhost", work / "opt_ml")
+    shutil.rmtree(host.base, ignore_errors=True)
+    return host, prepare_host(job, aws, host, [host.name], work)
+
+
+def steps_of(checkpoint) -> int:
+    return int(read_checkpoint(checkpoint)["global_step"]) if checkpoint.is_file() else 0
+
+
+@pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
+def test_a_stopped_job_never_reports_success_and_the_next_attempt_resumes_its_timed_checkpoint(
+    aws, shapes3, tmp_path, container_python
+):
+    steps_per_epoch = 24  # 96 training images, batch 4
+    overrides = [
+        *backend("backend.spot=true"),
+        *TINY_JOB,
+        f"data.root={shapes3}",
+        "data.batch_size=4",
+        "trainer.max_epochs=8",
+        "checkpoint_every_minutes=0.05",  # every 3 s: a checkpoint by the clock, mid-epoch
+    ]
+    job = launched(tmp_path / "launch", overrides)
+    last = tmp_path / "job" / "opt_ml" / "checkpoints" / job["TrainingJobName"] / "last.ckpt"
+
+    # 1. The container's own process tree: SIGTERM (docker stop) goes to bash, PID 1, and never arrives.
+    host, env = fresh_host(job, aws, tmp_path / "job")
+    container = start_container(container_python, env, tmp_path / "job")
+    output = Output(container)
+    assert output.wait_for("epoch=0", timeout=400), output.text[-4000:]
+    (init,) = children(container.pid)
+    os.kill(init, signal.SIGTERM)
+    assert output.wait_for("epoch=1", timeout=300), output.text[-4000:]  # still training
+    deadline = time.monotonic() + 120  # then docker's SIGKILL, once last.ckpt was written by the clock
+    while steps_of(last) % steps_per_epoch == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(init, signal.SIGKILL)  # PID 1 killed: the kernel kills the whole namespace
+    container.wait(timeout=60)
+    log = output.text
+    assert "training interrupted" not in log and "metrics.json" not in log, log[-3000:]
+    assert not (host.base / "output" / "success").exists()
+    saved = steps_of(last)
+    assert saved % steps_per_epoch != 0, saved  # mid-epoch: the checkpoint by time, not an epoch's
+    finish_host(job, aws, host)
+
+    # 2. The next attempt resumes it; a SIGTERM that reaches train.py ends it non-zero, never a success.
+    host, env = fresh_host(job, aws, tmp_path / "job")
+    toolkit = start_toolkit(container_python, env)
+    output = Output(toolkit)
+    assert output.wait_for(f"ckpt_path={last}", timeout=400), output.text[-4000:]
+    assert output.wait_for("epoch=", timeout=400), output.text[-4000:]
+    train = descendant_running(toolkit.pid, "train.py")
+    assert train is not None
+    os.kill(train, signal.SIGTERM)
+    toolkit.wait(timeout=120)
+    log = output.text
+    assert toolkit.returncode != 0, log[-4000:]
+    assert "training interrupted by SIGTERM" in (host.base / "output" / "failure").read_text()
+    assert not (host.base / "output" / "success").exists()
+    assert steps_of(last) > saved
+    finish_host(job, aws, host)
+
+    # 3. And the one after finishes the run.
+    host, env = fresh_host(job, aws, tmp_path / "job")
+    done = subprocess.run(
+        [str(container_python), "-c", CONTAINER_TRAIN], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert f"ckpt_path={last}" in done.stdout
+    metrics = json.loads((host.base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 8
+    assert (host.base / "model" / "weights.pt").is_file() and (host.base / "output" / "success").is_file()
