@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -283,3 +286,108 @@ def extract(archive: Path, destination: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(destination, filter="data")
     return destination
+
+
+def lose_host(host: Host, *, link_down: bool) -> None:
+    """`host` lost: every process in its namespace killed (SIGKILL, no goodbye); with `link_down`, its link
+    taken down first, so not even the kernel's resets reach the others (an instance that vanished)."""
+    if link_down:
+        subprocess.run(["ip", "-n", host.namespace, "link", "set", "eth0", "down"], check=True)
+    pids = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Output:
+    """A process's output, read as it comes (a thread), so a test can wait for a line while it runs."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """Whether a line holding `text` came within `timeout` seconds (polled)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in list(self.lines)):
+                return True
+            time.sleep(0.2)
+        return False
+
+    @property
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
+
+
+# ------------------------------------------------------------------------------------ the container's PID 1
+# The PyTorch training container's entry point is `bash -m start_with_right_hostname.sh train`: bash, PID 1
+# of the container, runs `train` (the toolkit) as its child, with no trap. This is that script's shape, less
+# the gethostname preload it compiles first.
+CONTAINER_ENTRY = """#!/usr/bin/env bash
+if [[ "$1" = "train" ]]; then
+    "$CONTAINER_PYTHON" -c "$CONTAINER_TRAIN"
+else
+    "$@"
+fi
+"""
+
+
+def start_container(python: Path, env: dict[str, str], work: Path) -> subprocess.Popen:
+    """The container's process tree: the entry script under bash as PID 1 of its own PID namespace, as
+    `docker run` starts it; the toolkit and train.py below it."""
+    script = work / "start_with_right_hostname.sh"
+    script.write_text(CONTAINER_ENTRY)
+    env = {**env, "CONTAINER_PYTHON": str(python), "CONTAINER_TRAIN": CONTAINER_TRAIN}
+    return subprocess.Popen(
+        ["unshare", "--fork", "--pid", "--mount-proc", "bash", "-m", str(script), "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def start_toolkit(python: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The toolkit's `train` alone (no container entry above it), not waited for."""
+    return subprocess.Popen(
+        [str(python), "-c", CONTAINER_TRAIN],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def descendant_running(pid: int, text: str) -> int | None:
+    """The first process below `pid` whose command line holds `text`."""
+    for child in children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in command:
+            return child
+        found = descendant_running(child, text)
+        if found is not None:
+            return found
+    return None

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -27,15 +28,21 @@ from tests.sagemaker_replay import (
     CONTAINER_TRAIN,
     TINY_JOB,
     Host,
+    Output,
+    children,
+    descendant_running,
     download_prefix,
     finish_host,
+    lose_host,
     make_container_python,
     namespaces_available,
     network_of_hosts,
     one_point,
     prepare_host,
     run_job,
+    start_container,
     start_host,
+    start_toolkit,
     training_job_of_tuning_job,
 )
 
@@ -101,11 +108,22 @@ def test_training_job_trains_exports_and_a_spot_restart_resumes_its_own_checkpoi
     assert printed["val/loss"] == pytest.approx(metrics["best_score"], abs=1e-5)
     assert (base / "checkpoints" / name / "last.ckpt").is_file()
 
-    # A spot interruption: SageMaker restarts the same job with the synced checkpoints.
-    second = run_job(job, aws, container_python, tmp_path / "restart")
-    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-    restart = tmp_path / "restart" / "opt_ml"
-    assert f"ckpt_path={restart / 'checkpoints' / name / 'last.ckpt'}" in second.stdout
+    # A spot interruption: SageMaker restarts the same job on a fresh instance, at the same /opt/ml, with
+    # the checkpoints synced back from S3 (everything else of the first attempt gone).
+    best = read_checkpoint(base / "checkpoints" / name / "last.ckpt")
+    (best_path,) = {s["best_model_path"] for k, s in best["callbacks"].items() if "val/loss" in k}
+    best_weights = read_checkpoint(best_path)["state_dict"]
+    shutil.rmtree(base)
+    second = run_job(job, aws, container_python, tmp_path / "job")
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-4000:]
+    assert f"ckpt_path={base / 'checkpoints' / name / 'last.ckpt'}" in second.stdout
+    assert "dirpath has changed" not in log  # Lightning forgets the best checkpoint when the path moves
+    # The restart exports the best checkpoint's weights (the first attempt's choice), not the last epoch's.
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == best_path
+    exported = torch.load(base / "model" / "weights.pt", weights_only=True)
+    assert all(torch.equal(value, best_weights[f"net.{key}"]) for key, value in exported.items())
 
 
 def test_a_hyperparameter_reading_the_environment_resolves_in_the_job_and_is_never_written_out(
@@ -225,6 +243,17 @@ def test_a_tuning_jobs_training_job_runs_with_search_and_tune_overrides(
     assert len(outcomes) >= 10
 
 
+def start_job_on_hosts(job, aws, hosts, python, tmp_path) -> list:
+    """Each host's /opt/ml (in tmp_path/<host name>) laid out for `job`, and its container entry started."""
+    names = [h.name for h in hosts]
+    processes = []
+    for host in hosts:
+        host = Host(host.name, tmp_path / host.name / "opt_ml", host.interface, host.namespace)
+        env = prepare_host(job, aws, host, names, tmp_path / host.name)
+        processes.append((host, start_host(host, python, env)))
+    return processes
+
+
 @pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
 def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     aws, shapes3, tmp_path, container_python
@@ -239,12 +268,7 @@ def test_a_two_instance_job_trains_one_model_with_ddp_and_exports_once(
     job = launched(tmp_path / "launch", overrides)
     assert job["ResourceConfig"]["InstanceCount"] == 2
     with network_of_hosts(2) as hosts:
-        names = [h.name for h in hosts]
-        processes = []
-        for host in hosts:
-            host = Host(host.name, tmp_path / host.name / "opt_ml", host.interface, host.namespace)
-            env = prepare_host(job, aws, host, names, tmp_path / host.name)
-            processes.append((host, start_host(host, container_python, env)))
+        processes = start_job_on_hosts(job, aws, hosts, container_python, tmp_path)
         logs = {host.name: process.communicate(timeout=600)[0] for host, process in processes}
         codes = {host.name: process.returncode for host, process in processes}
         for host, _ in processes:
@@ -376,3 +400,121 @@ def test_a_spot_tuning_jobs_trials_download_at_most_one_trials_checkpoint(
     # No download held more than one trial's checkpoint, and no best-so-far file ever travelled.
     assert all(len(seen) <= 1 for seen in downloads), downloads
     assert not list((tmp_path / "seen").rglob("epoch*.ckpt"))
+
+
+PEER_TIMEOUT_S = 20  # short for the test; the default is conf/trainer/ddp.yaml's
+
+
+@pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
+@pytest.mark.parametrize("link_down", [True, False], ids=["instance-vanished", "process-died"])
+def test_a_two_instance_job_whose_peer_is_lost_fails_within_the_peer_timeout_naming_the_host(
+    aws, shapes3, tmp_path, container_python, link_down
+):
+    overrides = [
+        *backend("backend.instance_count=2"),
+        "trainer=ddp",
+        f"trainer.strategy.peer_timeout_s={PEER_TIMEOUT_S}",
+        *TINY_JOB,
+        f"data.root={shapes3}",
+        "trainer.max_epochs=1000",  # still training when algo-2 is lost
+    ]
+    job = launched(tmp_path / "launch", overrides)
+    with network_of_hosts(2) as hosts:
+        (first, survivor), (second, lost) = start_job_on_hosts(job, aws, hosts, container_python, tmp_path)
+        output = Output(survivor)
+        assert output.wait_for("epoch=1", timeout=400), output.text[-4000:]  # training, past an epoch
+        lost_at = time.monotonic()
+        lose_host(second, link_down=link_down)
+        survivor.wait(timeout=PEER_TIMEOUT_S + 120)
+        took = time.monotonic() - lost_at
+        lost.wait(timeout=30)
+    log = output.text
+    assert survivor.returncode != 0, log[-4000:]
+    # Without the bound a vanished peer left algo-1 silent for ~15 minutes (the kernel's retransmissions).
+    assert took < PEER_TIMEOUT_S + 60, (took, log[-4000:])
+    how = "it does not answer, the instance is gone" if link_down else "its training process ended"
+    # One line of its own (the toolkit then repeats it in its failure report).
+    lines = [line for line in log.splitlines() if line.startswith("ConnectionError: lost host algo-2")]
+    assert len(lines) == 1 and how in lines[0], log[-4000:]
+    print(f"algo-1 stopped {took:.1f} s after algo-2 was lost")
+    failure = (first.base / "output" / "failure").read_text()
+    assert "lost host algo-2" in failure and how in failure
+    assert not (first.base / "output" / "success").exists()
+
+
+def fresh_host(job, aws, work) -> tuple[Host, dict]:
+    """A new instance for an attempt of `job`: an empty /opt/ml at the same path, checkpoints synced in."""
+    host = Host("localhost", work / "opt_ml")
+    shutil.rmtree(host.base, ignore_errors=True)
+    return host, prepare_host(job, aws, host, [host.name], work)
+
+
+def steps_of(checkpoint) -> int:
+    return int(read_checkpoint(checkpoint)["global_step"]) if checkpoint.is_file() else 0
+
+
+@pytest.mark.skipif(namespaces_available() is not None, reason=str(namespaces_available()))
+def test_a_stopped_job_never_reports_success_and_the_next_attempt_resumes_its_timed_checkpoint(
+    aws, shapes3, tmp_path, container_python
+):
+    steps_per_epoch = 24  # 96 training images, batch 4
+    overrides = [
+        *backend("backend.spot=true"),
+        *TINY_JOB,
+        f"data.root={shapes3}",
+        "data.batch_size=4",
+        "trainer.max_epochs=8",
+        "checkpoint_every_minutes=0.05",  # every 3 s: a checkpoint by the clock, mid-epoch
+    ]
+    job = launched(tmp_path / "launch", overrides)
+    last = tmp_path / "job" / "opt_ml" / "checkpoints" / job["TrainingJobName"] / "last.ckpt"
+
+    # 1. The container's own process tree: SIGTERM (docker stop) goes to bash, PID 1, and never arrives.
+    host, env = fresh_host(job, aws, tmp_path / "job")
+    container = start_container(container_python, env, tmp_path / "job")
+    output = Output(container)
+    assert output.wait_for("epoch=0", timeout=400), output.text[-4000:]
+    (init,) = children(container.pid)
+    os.kill(init, signal.SIGTERM)
+    assert output.wait_for("epoch=1", timeout=300), output.text[-4000:]  # still training
+    deadline = time.monotonic() + 120  # then docker's SIGKILL, once last.ckpt was written by the clock
+    while steps_of(last) % steps_per_epoch == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(init, signal.SIGKILL)  # PID 1 killed: the kernel kills the whole namespace
+    container.wait(timeout=60)
+    log = output.text
+    assert "training interrupted" not in log and "metrics.json" not in log, log[-3000:]
+    assert not (host.base / "output" / "success").exists()
+    saved = steps_of(last)
+    assert saved % steps_per_epoch != 0, saved  # mid-epoch: the checkpoint by time, not an epoch's
+    finish_host(job, aws, host)
+
+    # 2. The next attempt resumes it; a SIGTERM that reaches train.py ends it non-zero, never a success.
+    host, env = fresh_host(job, aws, tmp_path / "job")
+    toolkit = start_toolkit(container_python, env)
+    output = Output(toolkit)
+    assert output.wait_for(f"ckpt_path={last}", timeout=400), output.text[-4000:]
+    assert output.wait_for("epoch=", timeout=400), output.text[-4000:]
+    train = descendant_running(toolkit.pid, "train.py")
+    assert train is not None
+    os.kill(train, signal.SIGTERM)
+    toolkit.wait(timeout=120)
+    log = output.text
+    assert toolkit.returncode != 0, log[-4000:]
+    assert any(line.startswith("training interrupted by SIGTERM") for line in log.splitlines())
+    # The toolkit's failure report quotes only lines naming a Python error: the exit status is what it keeps.
+    assert "ExitCode 143" in (host.base / "output" / "failure").read_text()
+    assert not (host.base / "output" / "success").exists()
+    assert steps_of(last) > saved
+    finish_host(job, aws, host)
+
+    # 3. And the one after finishes the run.
+    host, env = fresh_host(job, aws, tmp_path / "job")
+    done = subprocess.run(
+        [str(container_python), "-c", CONTAINER_TRAIN], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert f"ckpt_path={last}" in done.stdout
+    metrics = json.loads((host.base / "output" / "data" / "metrics.json").read_text())
+    assert metrics["epochs"] == 8
+    assert (host.base / "model" / "weights.pt").is_file() and (host.base / "output" / "success").is_file()

@@ -45,6 +45,12 @@ CASES = [
         ["ckpt_path=/nonexistent.ckpt"], ["ckpt_path=/nonexistent.ckpt", "no such"], id="ckpt", marks=slow
     ),
     pytest.param(["model.arch=resnet9000"], ["model.arch=resnet9000", "resnet50"], id="arch", marks=slow),
+    pytest.param(
+        ["trainer=ddp", "trainer.strategy.peer_timeout_s=0"],
+        ["trainer.strategy.peer_timeout_s=0", "seconds above 0"],
+        id="peer-timeout-0",
+        marks=slow,
+    ),
     pytest.param(["data.decode=nvjpeg"], ["data.decode=nvjpeg", "cpu, gpu or auto"], id="decode", marks=slow),
     pytest.param(
         ["model=resnet18", "model.weights=null"],

@@ -250,6 +250,22 @@ def check_feature_cache(settings: Mapping[str, Any] | None, freeze: str) -> None
         )
 
 
+def check_peer_timeout(strategy: Any) -> None:
+    """trainer.strategy.peer_timeout_s (trainer=ddp) must be a number of seconds above 0."""
+    if not isinstance(strategy, Mapping) or "peer_timeout_s" not in strategy:
+        return
+    value = strategy["peer_timeout_s"]
+    try:
+        ok = float(value) > 0 and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigValueError(
+            f"trainer.strategy.peer_timeout_s={value} is not allowed: use a number of seconds above 0 "
+            "(how long a process waits for another before the run stops), e.g. 300"
+        )
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ConfigValueError naming the first key whose value cannot work; build nothing."""
     values = {
@@ -274,6 +290,7 @@ def check_train_config(cfg: DictConfig) -> None:
         )
     for key, node in (cfg.get("logger") or {}).items():
         check_mlflow_model_values(f"logger.{key}", node)
+    check_peer_timeout(cfg.trainer.get("strategy"))
     ckpt = run.ckpt_path
     is_file_path = ckpt and ckpt not in LIGHTNING_CKPT_NAMES and "://" not in ckpt
     if is_file_path and not Path(ckpt).expanduser().is_file():

@@ -78,9 +78,11 @@ def check_job_settings(cfg: DictConfig) -> None:
     """Combinations that a job would accept and then run wrong (or hang), refused before launch."""
     backend, trainer = cfg.backend, cfg.trainer
     count = int(backend.instance_count)
-    strategy = str(trainer.get("strategy") or "auto")
+    strategy = trainer.get("strategy") or "auto"
+    if isinstance(strategy, DictConfig):  # trainer=ddp: Lightning's DDP given a peer timeout
+        strategy = str(strategy.get("_target_", "")).rsplit(".", 1)[-1]
     num_nodes = int(trainer.get("num_nodes") or 1)
-    if count > 1 and not strategy.startswith("ddp"):
+    if count > 1 and not (strategy.startswith("ddp") or "DDP" in strategy):
         raise SageMakerSetupError(
             f"backend.instance_count={count} trains one model across {count} instances with DDP:"
             f" add trainer=ddp (trainer.strategy is {strategy})"

@@ -40,4 +40,14 @@ def timed_checkpoints(cfg: Any, run_dir: Path) -> list[pl.Callback]:
     last = (cfg.get("callbacks") or {}).get("last_checkpoint") or {}
     dirpath = last.get("dirpath") or run_dir / "checkpoints"
     interval = timedelta(minutes=float(every_minutes))
-    return [ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, train_time_interval=interval)]
+    # Both write last.ckpt, the file a restart resumes: with Lightning's version counter each would keep a
+    # file of its own (last-v1.ckpt) and a restart would resume the epoch's, not the clock's.
+    return [
+        ModelCheckpoint(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            train_time_interval=interval,
+            enable_version_counter=False,
+        )
+    ]

@@ -58,6 +58,7 @@ from dogbreed.training.evaluation import run_outcomes, write_evaluation_report
 from dogbreed.training.interruption import interrupted_by, training_interrupted
 from dogbreed.training.log_handlers import lightning_lines_once
 from dogbreed.training.metric_lines import epoch_metrics, format_metric_lines
+from dogbreed.training.peers import peer_lost
 from dogbreed.training.resume import EpochSeeding, finished_run_metrics, read_resume_checkpoint
 from dogbreed.training.resume_record import RESUME_KEYS
 
@@ -219,12 +220,18 @@ def build_model(cfg: DictConfig, images: Any) -> tuple[Any, Any]:
 def run(parts: Parts) -> Outcome:
     """Train (resuming cfg.ckpt_path), then test the best checkpoint.
 
-    A signal that stops training raises TrainingInterrupted (a SystemExit, non-zero): no test, no export."""
+    A signal that stops training raises TrainingInterrupted, a lost peer PeerLost (both SystemExit, non-zero):
+    no test, no export."""
     trainer, model, datamodule = parts.trainer, parts.model, parts.datamodule
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=parts.cfg.get("ckpt_path"))
     except BaseException as exc:
+        lost = peer_lost(exc, trainer)
+        if lost is not None:
+            if trainer.local_rank == 0:
+                print(lost.line, file=sys.stderr, flush=True)
+            raise lost from None
         sig = interrupted_by(exc, trainer)
         if sig is None:
             raise
