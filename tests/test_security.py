@@ -234,7 +234,13 @@ ACCOUNT_SPECIFIC = re.compile(
     r"arn:aws:[\w-]*:[\w-]*:\d{12}|(?<![\w.])\d{12}(?![\w.])|s3://[a-z0-9][a-z0-9.-]+"
 )
 # The dry run's placeholder account (its requests show it where the real account would be).
-ALLOWED = {("src/dogbreed/sagemaker/dry_run.py", "123456789012")}
+# Placeholders that name no real account or bucket: the dry run's example role, and the role and code bucket
+# SageMaker's local mode is given (it runs on this machine and reads neither).
+ALLOWED = {
+    ("src/dogbreed/sagemaker/dry_run.py", "123456789012"),
+    ("src/dogbreed/sagemaker/local_mode.py", "arn:aws:iam::000000000000"),
+    ("src/dogbreed/sagemaker/endpoint_local.py", "s3://local-mode-unused"),
+}
 
 
 def test_no_account_role_or_bucket_is_written_into_the_code_or_config():

@@ -11,7 +11,7 @@ import re
 EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorboard": ("tensorboard>=2.14",),
     "profiling": ("psutil>=5.9", "nvidia-ml-py>=12"),
-    "tune": ("optuna>=4.2,<6", "optuna-integration>=4.2,<6", "pandas>=2"),
+    "tune": ("optuna>=4.2,<6", "optuna-integration>=4.2,<6", "pandas>=2", "psycopg2-binary>=2.9"),
     "sagemaker": ("sagemaker>=2.257,<3",),
     "smdebug": ("smdebug>=1.0.34", "numpy<2.3", "protobuf==3.20.3", "requests", "pandas", "psutil"),
     "mlflow": ("mlflow-skinny>=3.1,<4", "sqlalchemy>=2", "alembic>=1.13", "sagemaker-mlflow>=0.1"),
