@@ -42,6 +42,13 @@ say() { echo "build.sh: $*" >&2; }
 if ! docker info >/dev/null 2>&1; then
     say "error: docker cannot reach a Docker engine (is dockerd running?)"; exit 2
 fi
+# One build at a time on a machine: a second build.sh (CI starts one early, the tests ask again) waits for
+# the first and then finds its image up to date.
+exec 9>"${TMPDIR:-/tmp}/dogbreed-docker-build.lock"
+if ! flock -n 9; then
+    say "another docker/build.sh is running: waiting for it"
+    flock 9
+fi
 # The docker client without buildx: the engine's own (legacy) builder.
 docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
 
@@ -120,7 +127,7 @@ try:
 except OSError:
     s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])')
-    python3 -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >/dev/null 2>&1 &
+    python3 -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >/dev/null 2>&1 9>&- &
     server_pid=$!
     for _ in $(seq 50); do reachable "http://127.0.0.1:$port/" && break; sleep 0.2; done
     build_args+=(--build-arg "WHEELS=http://127.0.0.1:$port/")

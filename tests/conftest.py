@@ -149,3 +149,12 @@ def aws(moto_endpoint, monkeypatch, tmp_path):
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket=MOTO_BUCKET)
     return s3
+
+
+# The tests that run the Docker image go last: CI starts docker/build.sh before the tests, and the image
+# builds while the rest run (the tests' own build.sh waits for that build and finds the image up to date).
+IMAGE_TEST_FILES = ("test_docker_image.py", "test_sagemaker_local_mode.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name in IMAGE_TEST_FILES)  # stable: the rest keep their order
