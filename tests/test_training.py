@@ -50,6 +50,11 @@ def test_train_py_smoke_run_leaves_a_complete_run_directory(tmp_path):
     assert set(printed) <= set(METRIC_NAMES)
     assert printed["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert result.stdout.count("val/acc=") >= 3  # each epoch, then the final summary
+    # Each line once: Lightning's lines go through Hydra's log handler only, not also through its own.
+    output = result.stdout + result.stderr
+    assert output.count("GPU available:") == 1, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert not [a for a, b in zip(lines, lines[1:], strict=False) if a == b], output[-3000:]
 
     assert (run_dir / "model" / "weights.pt").is_file() and (run_dir / "model" / "model.json").is_file()
     # SageMaker's model.tar.gz layout: the entry point and the package it imports come with the model.

@@ -145,17 +145,18 @@ def test_missing_optional_extra_names_the_pip_command(tmp_path):
 
 @slow
 @pytest.mark.parametrize(
-    "hidden, option, words",
+    "hidden, options, words",
     [
-        (["tensorboard", "tensorboardX"], "logger=tensorboard", ["logger=tensorboard", ".[tensorboard]"]),
-        (["psutil"], "profiler=on", ["profiler=on", ".[profiling]"]),
+        (["tensorboard", "tensorboardX"], ["logger=tensorboard"], ["logger=tensorboard", ".[tensorboard]"]),
+        (["psutil"], ["profiler=on"], ["profiler=on", ".[profiling]"]),
+        (["sagemaker"], ["backend=sagemaker", "backend.dry_run=true"], ["backend=sagemaker", ".[sagemaker]"]),
     ],
-    ids=["tensorboard", "psutil"],
+    ids=["tensorboard", "psutil", "sagemaker-dry-run"],
 )
-def test_option_without_its_extra_names_the_pip_command(tmp_path, hidden, option, words):
+def test_option_without_its_extra_names_the_pip_command(tmp_path, hidden, options, words):
+    argv = ["train.py", "experiment=smoke", *options, f"hydra.run.dir={tmp_path / 'run'}"]
     code = (
-        f"import runpy, sys; sys.modules.update(dict.fromkeys({hidden!r})); "
-        f"sys.argv = ['train.py', 'experiment=smoke', '{option}', 'hydra.run.dir={tmp_path / 'run'}']; "
+        f"import runpy, sys; sys.modules.update(dict.fromkeys({hidden!r})); sys.argv = {argv!r}; "
         f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')"
     )
     _assert_one_error_line(_run([sys.executable, "-c", code], tmp_path), words)
