@@ -26,7 +26,7 @@ JOB_ARN = f"arn:aws:sagemaker:eu-west-1:123456789012:training-job/{JOB_NAME}"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TOOLKIT_TRAIN.exists(), reason="sagemaker-training toolkit not installed")
-def test_a_job_logs_to_mlflow_with_its_name_and_the_launchers_commit(shapes3, tmp_path, monkeypatch):
+def test_a_job_logs_to_mlflow_with_its_name_and_the_launchers_commit(shapes3, tmp_path):
     uri = f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}"
     (tmp_path / "tracking").mkdir()
     job_overrides = [
@@ -61,9 +61,8 @@ def test_a_job_logs_to_mlflow_with_its_name_and_the_launchers_commit(shapes3, tm
     # The exported model is the run's MLflow model, with the model folder as its artifacts.
     (logged,) = client.search_logged_models([run.info.experiment_id])
     assert logged.source_run_id == run.info.run_id
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # where a models:/ URI is looked up
     downloaded = mlflow.artifacts.download_artifacts(
-        f"models:/{logged.model_id}", dst_path=str(tmp_path / "mlflow-model"), tracking_uri=uri
+        artifact_uri=logged.artifact_location, dst_path=str(tmp_path / "mlflow-model")
     )
     model_files = {p.name for p in (Path(downloaded) / "artifacts" / "model").iterdir()}
     assert {"weights.pt", "model.json", "README.md", "code"} <= model_files
