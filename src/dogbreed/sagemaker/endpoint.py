@@ -52,7 +52,7 @@ class EndpointError(SageMakerSetupError):
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _endpoint_name(cfg: DictConfig) -> str:
+def endpoint_name_of(cfg: DictConfig) -> str:
     from sagemaker.utils import name_from_base
 
     name = cfg.get("endpoint_name") or name_from_base(str(cfg.endpoint.base_name))
@@ -164,7 +164,7 @@ def deploy_endpoint(cfg: DictConfig) -> dict:
         instance_shape = "ProductionVariantInstanceType"  # botocore's list of the types an endpoint takes
         check_instance_type(session, instance_type, instance_shape, "endpoint.instance_type", "ml.m5.large")
     image = image_uri(endpoint, session, instance_type)
-    name = _endpoint_name(cfg)
+    name = endpoint_name_of(cfg)
     if dry_run is None:
         teardown = f"python serve/deploy.py backend=sagemaker teardown=true endpoint_name={name}"
         fix = f"choose another endpoint_name or remove it with {teardown}"
@@ -178,7 +178,7 @@ def deploy_endpoint(cfg: DictConfig) -> dict:
     )
     log.info("%s endpoint %s (%s)", "dry run, not sent: would create" if dry_run else "creating", name, shape)
     with sdk_log_of(dry_run):
-        _create(cfg, session, role, image, model_data, name)
+        create_endpoint(cfg, session, role, image, model_data, name)
     if dry_run is None and _wait(endpoint, scaling):
         wait_until_in_service(session.sagemaker_client, name)
     if scaling is not None:
@@ -250,7 +250,7 @@ def resource_tags(cfg: DictConfig) -> list[dict[str, str]] | None:
     return tags or None
 
 
-def _create(
+def create_endpoint(
     cfg: DictConfig,
     session: Any,
     role: str,

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dogbreed.sagemaker.endpoint import EndpointError, _create, _endpoint_name
+from dogbreed.sagemaker.endpoint import EndpointError, create_endpoint, endpoint_name_of
 from dogbreed.sagemaker.endpoint_model import model_source, stage_local_model
 from dogbreed.sagemaker.local_mode import (
     LOCAL_ROLE,
@@ -66,7 +66,7 @@ def deploy_local_endpoint(cfg: DictConfig) -> dict:
     endpoint = cfg.endpoint
     image = check_image(endpoint.get("image_uri"), "endpoint.image_uri")
     source = model_source(cfg, local=True)
-    name = _endpoint_name(cfg)
+    name = endpoint_name_of(cfg)
     port = int(cfg.server.port)
     session = local_session(cfg.backend, label=name, serving_port=port)
     model_data = stage_local_model(cfg, session, source)
@@ -76,7 +76,7 @@ def deploy_local_endpoint(cfg: DictConfig) -> dict:
             role = cfg.backend.get("role") or LOCAL_ROLE
             # The SDK resolves a bucket for code even when it uploads none (local code): name one, so that
             # it does not ask AWS for the default bucket; nothing is ever written there.
-            _create(cfg, session, role, image, model_data, name, code_location=UNUSED_CODE_LOCATION)
+            create_endpoint(cfg, session, role, image, model_data, name, code_location=UNUSED_CODE_LOCATION)
         except RuntimeError as e:  # the SDK gave up waiting for /ping, or Compose failed
             raise EndpointError(
                 f"local endpoint {name} did not come up: {' '.join(str(e).split())} (its container's log"
