@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from PIL import Image
 
 from dogbreed.data.images import load_rgb
 from dogbreed.modeldir.format import display_name
@@ -53,7 +52,7 @@ def finish_tensorboard(
     if not boards:
         return
     confusion_png = Path(evaluation_dir) / "confusion_matrix.png"
-    confusion = np.asarray(Image.open(confusion_png).convert("RGB")) if confusion_png.is_file() else None
+    confusion = np.asarray(load_rgb(confusion_png)) if confusion_png.is_file() else None
     grid = prediction_grid(outcomes, class_names) if outcomes else None
     metrics = {tag: float(summary[k]) for k, tag in HPARAM_METRICS.items() if summary.get(k) is not None}
     for board in boards:
